@@ -8,6 +8,8 @@
 
 pub mod connection;
 pub mod encoding;
+pub mod http_sms;
+pub mod http_util;
 
 pub use connection::{
     CarrierConnection, CarrierError, Channel, Content, Health, Receipt, ReceiptState, Submission,
