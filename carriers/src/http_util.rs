@@ -97,6 +97,21 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
     Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
+/// RFC 3339 text, or Unix seconds as a number or string.
+pub fn parse_timestamp(v: &serde_json::Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    let secs = match v {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => {
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+                return Some(t.with_timezone(&chrono::Utc));
+            }
+            s.trim().parse::<i64>().ok()
+        }
+        _ => None,
+    }?;
+    chrono::DateTime::from_timestamp(secs, 0)
+}
+
 /// Cut a carrier's answer down to something safe to keep in an error text.
 pub fn truncate_text(body: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(body);

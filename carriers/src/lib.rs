@@ -10,6 +10,7 @@ pub mod connection;
 pub mod encoding;
 pub mod http_sms;
 pub mod http_util;
+pub mod whatsapp;
 
 pub use connection::{
     CarrierConnection, CarrierError, Channel, Content, Health, Receipt, ReceiptState, Submission,

@@ -214,7 +214,7 @@ impl CallbackMapping {
                 .timestamp_pointer
                 .as_deref()
                 .and_then(|p| item.pointer(p))
-                .and_then(parse_timestamp);
+                .and_then(http_util::parse_timestamp);
             receipts.push(Receipt {
                 carrier_ref,
                 state,
@@ -253,21 +253,6 @@ fn scalar_string(v: &Value) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
-}
-
-/// RFC 3339 text, or Unix seconds as a number or string.
-pub(crate) fn parse_timestamp(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
-    let secs = match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => {
-            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-                return Some(t.with_timezone(&chrono::Utc));
-            }
-            s.trim().parse::<i64>().ok()
-        }
-        _ => None,
-    }?;
-    chrono::DateTime::from_timestamp(secs, 0)
 }
 
 /// The values a template's placeholders take for one submission.
