@@ -1,1 +1,16 @@
+//! # herald
+//!
+//! The Herald service: CLI, configuration, HTTP API (actix-web), the store
+//! (PostgreSQL), Redis, the accept path (group commit and outbox relay) and
+//! the wiring that starts it all. See `../shared/DESIGN.md` for the whole.
 
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod ingest;
+pub mod kv;
+pub mod message;
+pub mod outbox;
+pub mod store;
+pub mod telemetry;
+pub mod tenant;

@@ -1,1 +1,152 @@
-fn main() {}
+//! `herald`: the command line.
+//!
+//! - `herald serve` runs the service;
+//! - `herald migrate` applies database migrations;
+//! - `herald tenant create|list` manages tenants.
+//!
+//! Exit status: 0 on success, 1 on a runtime failure, 2 on a bad
+//! configuration or bad arguments.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use herald::config::Config;
+use herald::store::Store;
+use herald::tenant::{generate_api_key, hash_api_key, parse_channels};
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: real-time delivery of SMS, voice and WhatsApp"
+)]
+struct Cli {
+    /// Configuration profile: config/<profile>.toml over config/default.toml.
+    #[arg(long, global = true, env = "HERALD_PROFILE", default_value = "dev")]
+    profile: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (migrations are applied first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its API key (shown once).
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Messages per second (default: limits.default_rate).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Allowed channels, comma separated.
+        #[arg(long, default_value = "sms,whatsapp,voice")]
+        channels: String,
+    },
+    /// List tenants.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&Config::default_dir(), &cli.profile) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    herald::telemetry::init_logging(&config.log);
+    let result = actix_web::rt::System::new().block_on(run(cli.command, config));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => {
+            herald::app::serve(config).await?;
+        }
+        Command::Migrate => {
+            let applied = herald::store::migrate(config.database.url.expose()).await?;
+            println!("migrations applied: {applied}");
+        }
+        Command::Tenant { command } => {
+            let store = Store::open(&config.database).await?;
+            match command {
+                TenantCommand::Create {
+                    name,
+                    rate,
+                    channels,
+                } => {
+                    let channels = match parse_channels(&channels) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            eprintln!("herald: --channels: {e}");
+                            return Ok(ExitCode::from(2));
+                        }
+                    };
+                    let rate = rate.unwrap_or(config.limits.default_rate);
+                    if !(rate > 0.0 && rate.is_finite()) {
+                        eprintln!("herald: --rate must be a positive number");
+                        return Ok(ExitCode::from(2));
+                    }
+                    if name.trim().is_empty() {
+                        eprintln!("herald: --name must not be empty");
+                        return Ok(ExitCode::from(2));
+                    }
+                    let key = generate_api_key();
+                    let tenant = store
+                        .create_tenant(name.trim(), rate, &channels, &hash_api_key(&key))
+                        .await?;
+                    println!("tenant created");
+                    println!("  id:       {}", tenant.id);
+                    println!("  name:     {}", tenant.name);
+                    println!("  rate:     {} messages/s", tenant.rate_limit);
+                    println!(
+                        "  channels: {}",
+                        tenant
+                            .channels
+                            .iter()
+                            .map(|c| c.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    );
+                    println!("  api key:  {key}");
+                    println!("The API key is shown once and only its hash is stored: keep it now.");
+                }
+                TenantCommand::List => {
+                    println!("{:<36}  {:>8}  {:<20}  name", "id", "rate", "channels");
+                    for t in store.list_tenants().await? {
+                        let channels: Vec<&str> = t.channels.iter().map(|c| c.as_str()).collect();
+                        println!(
+                            "{:<36}  {:>8}  {:<20}  {}",
+                            t.id,
+                            t.rate_limit,
+                            channels.join(","),
+                            t.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

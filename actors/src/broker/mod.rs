@@ -1,0 +1,331 @@
+//! The RabbitMQ seam. `lapin` appears only here; the rest of Herald sees a
+//! [`Broker`] handle that publishes typed batches with publisher confirms and
+//! answers whether the broker is reachable.
+//!
+//! The connection is opened lazily and re-opened on demand: any failed
+//! operation drops the connection, and the next operation reconnects (at most
+//! once per [`RECONNECT_BACKOFF`], so a dead broker costs callers one fast
+//! error rather than one timeout each). The topology is declared, idempotently,
+//! on every new connection.
+
+mod topology;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+
+pub use topology::Topology;
+
+/// Minimum time between two connection attempts after a failure.
+pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(1000);
+
+/// Errors of the broker seam.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unreachable: {0}")]
+    Unreachable(String),
+    #[error("broker is backing off after a failed connection attempt")]
+    BackingOff,
+    #[error("broker operation failed: {0}")]
+    Operation(#[from] lapin::Error),
+    #[error("broker refused the message (nack)")]
+    Nacked,
+    #[error("broker operation timed out")]
+    Timeout,
+}
+
+/// How to reach RabbitMQ and how Herald's names are laid out in it.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// AMQP URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub url: String,
+    /// Prefix of every exchange and queue name (`herald` gives `herald.ingress`).
+    pub prefix: String,
+    /// Number of ingress shards (`herald.ingress.0` … `herald.ingress.<n-1>`).
+    pub shards: u16,
+    /// Timeout of one connection attempt and of one confirm wait.
+    pub timeout: Duration,
+}
+
+/// One message to publish: exchange-relative routing key and JSON body.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub priority: u8,
+}
+
+struct Link {
+    connection: Connection,
+    publish: Channel,
+}
+
+struct Inner {
+    config: BrokerConfig,
+    topology: Topology,
+    link: Mutex<Option<Link>>,
+    /// Millis since `epoch` of the last failed connection attempt (0: none).
+    last_failure_ms: AtomicU64,
+    epoch: Instant,
+}
+
+/// A shared handle on the broker. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+impl Broker {
+    /// A handle; no connection is made until first use.
+    pub fn new(config: BrokerConfig) -> Self {
+        let topology = Topology::new(&config.prefix, config.shards);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                topology,
+                link: Mutex::new(None),
+                last_failure_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// Whether the broker answered the last time we tried (or we are past
+    /// the back-off and may try again).
+    pub fn is_available(&self) -> bool {
+        let last = self.inner.last_failure_ms.load(Ordering::Relaxed);
+        last == 0
+            || self.since_epoch_ms().saturating_sub(last) >= RECONNECT_BACKOFF.as_millis() as u64
+    }
+
+    fn since_epoch_ms(&self) -> u64 {
+        (self.inner.epoch.elapsed().as_millis() as u64).max(1)
+    }
+
+    /// Connect (or reuse the connection) and make sure the topology exists.
+    pub async fn ensure_connected(&self) -> Result<(), BrokerError> {
+        self.channel(true).await.map(|_| ())
+    }
+
+    /// The publishing channel, connecting first when needed. With `force`,
+    /// ignore the back-off.
+    async fn channel(&self, force: bool) -> Result<Channel, BrokerError> {
+        let mut link = self.inner.link.lock().await;
+        if let Some(l) = link.as_ref() {
+            if l.connection.status().connected() && l.publish.status().connected() {
+                return Ok(l.publish.clone());
+            }
+            *link = None;
+        }
+        if !force && !self.is_available() {
+            return Err(BrokerError::BackingOff);
+        }
+        match tokio::time::timeout(self.inner.config.timeout, self.connect()).await {
+            Ok(Ok(new)) => {
+                let channel = new.publish.clone();
+                *link = Some(new);
+                self.inner.last_failure_ms.store(0, Ordering::Relaxed);
+                tracing::info!(target: "herald::broker", "connected to RabbitMQ");
+                Ok(channel)
+            }
+            Ok(Err(e)) => {
+                self.note_failure();
+                Err(BrokerError::Unreachable(e.to_string()))
+            }
+            Err(_) => {
+                self.note_failure();
+                Err(BrokerError::Unreachable(
+                    "connection attempt timed out".into(),
+                ))
+            }
+        }
+    }
+
+    fn note_failure(&self) {
+        self.inner
+            .last_failure_ms
+            .store(self.since_epoch_ms(), Ordering::Relaxed);
+    }
+
+    async fn connect(&self) -> Result<Link, lapin::Error> {
+        let connection =
+            Connection::connect(&self.inner.config.url, ConnectionProperties::default()).await?;
+        let setup = connection.create_channel().await?;
+        self.inner.topology.declare(&setup).await?;
+        let _ = setup.close(200, "topology declared".into()).await;
+        let publish = connection.create_channel().await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Link {
+            connection,
+            publish,
+        })
+    }
+
+    /// Drop the connection after a failure so the next call reconnects.
+    async fn invalidate(&self) {
+        let mut link = self.inner.link.lock().await;
+        if let Some(l) = link.take() {
+            let _ = l.connection.close(320, "herald: reconnecting".into()).await;
+        }
+        self.note_failure();
+    }
+
+    /// Publish every message persistently and wait until the broker has
+    /// confirmed all of them. `Ok` means every one is durably queued; on
+    /// `Err` any subset may have been, so the caller keeps them for a retry
+    /// (consumers are idempotent on message ids).
+    pub async fn publish_confirmed(&self, batch: &[Outgoing]) -> Result<(), BrokerError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let channel = self.channel(false).await?;
+        let result =
+            tokio::time::timeout(self.inner.config.timeout, Self::publish_on(&channel, batch))
+                .await
+                .unwrap_or(Err(BrokerError::Timeout));
+        if result.is_err() {
+            self.invalidate().await;
+        }
+        result
+    }
+
+    async fn publish_on(channel: &Channel, batch: &[Outgoing]) -> Result<(), BrokerError> {
+        let mut confirms = Vec::with_capacity(batch.len());
+        for m in batch {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_priority(m.priority);
+            let confirm = channel
+                .basic_publish(
+                    m.exchange.as_str().into(),
+                    m.routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &m.body,
+                    properties,
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        for confirmation in join_all(confirms).await {
+            if confirmation?.is_nack() {
+                return Err(BrokerError::Nacked);
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of ready messages in a queue (passive declare).
+    pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
+        let channel = self.channel(true).await?;
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match q {
+            Ok(q) => Ok(q.message_count()),
+            Err(e) => {
+                self.invalidate().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Take (and acknowledge) every message currently in `queue`, returning
+    /// the bodies. An operator and test tool, not a consumer for the flow.
+    pub async fn drain(&self, queue: &str) -> Result<Vec<Vec<u8>>, BrokerError> {
+        let connection =
+            Connection::connect(&self.inner.config.url, ConnectionProperties::default())
+                .await
+                .map_err(|e| BrokerError::Unreachable(e.to_string()))?;
+        let channel = connection.create_channel().await?;
+        let mut out = Vec::new();
+        while let Some(m) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await?
+        {
+            out.push(m.delivery.data.clone());
+        }
+        let _ = connection.close(200, "drained".into()).await;
+        Ok(out)
+    }
+
+    /// Delete every exchange and queue of this prefix (tests, and
+    /// `herald` tooling that resets an environment).
+    pub async fn teardown(&self) -> Result<(), BrokerError> {
+        let connection =
+            Connection::connect(&self.inner.config.url, ConnectionProperties::default())
+                .await
+                .map_err(|e| BrokerError::Unreachable(e.to_string()))?;
+        let channel = connection.create_channel().await?;
+        self.inner.topology.delete(&channel).await?;
+        let _ = connection.close(200, "teardown".into()).await;
+        Ok(())
+    }
+
+    /// Close the connection gracefully (shutdown).
+    pub async fn close(&self) {
+        let mut link = self.inner.link.lock().await;
+        if let Some(l) = link.take() {
+            let _ = l.connection.close(200, "herald shutting down".into()).await;
+        }
+    }
+}
+
+/// Arguments of a quorum queue.
+fn quorum_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args
+}
+
+/// A stable shard for a tenant: FNV-1a of its id, modulo the shard count.
+/// Stable across processes and releases (unlike `DefaultHasher`).
+pub fn shard_of(tenant_id: &str, shards: u16) -> u16 {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for b in tenant_id.as_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    (hash % u64::from(shards.max(1))) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_in_range() {
+        assert_eq!(shard_of("tnt_a", 16), shard_of("tnt_a", 16));
+        for i in 0..1000 {
+            assert!(shard_of(&format!("tnt_{i}"), 16) < 16);
+        }
+        // Spread: 1000 tenants touch every one of 16 shards.
+        let used: std::collections::HashSet<u16> = (0..1000)
+            .map(|i| shard_of(&format!("tnt_{i}"), 16))
+            .collect();
+        assert_eq!(used.len(), 16);
+    }
+}

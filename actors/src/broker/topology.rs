@@ -1,0 +1,154 @@
+//! Herald's RabbitMQ topology, declared idempotently on every connection.
+//!
+//! | exchange | type | routing key | queues |
+//! |---|---|---|---|
+//! | `<p>.ingress` | direct | `shard.<n>` | `<p>.ingress.<n>` (quorum) |
+//! | `<p>.carrier` | direct | `<connection id>` | `<p>.carrier.<id>` (declared by carrier actors) |
+//! | `<p>.retry` | direct | `<delay tier>` | `<p>.retry.<tier>` (declared with the retry policy) |
+//! | `<p>.events` | direct | `status` | `<p>.events` (quorum) |
+//! | `<p>.dead` | fanout | — | `<p>.dead` (quorum) |
+
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, ExchangeKind};
+
+use super::quorum_args;
+
+/// Names of Herald's exchanges and queues under one prefix.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    prefix: String,
+    shards: u16,
+}
+
+impl Topology {
+    pub fn new(prefix: &str, shards: u16) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            shards: shards.max(1),
+        }
+    }
+
+    pub fn shards(&self) -> u16 {
+        self.shards
+    }
+
+    pub fn ingress_exchange(&self) -> String {
+        format!("{}.ingress", self.prefix)
+    }
+
+    pub fn ingress_queue(&self, shard: u16) -> String {
+        format!("{}.ingress.{shard}", self.prefix)
+    }
+
+    pub fn ingress_key(shard: u16) -> String {
+        format!("shard.{shard}")
+    }
+
+    pub fn carrier_exchange(&self) -> String {
+        format!("{}.carrier", self.prefix)
+    }
+
+    pub fn retry_exchange(&self) -> String {
+        format!("{}.retry", self.prefix)
+    }
+
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    pub fn events_queue(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    pub fn dead_exchange(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    pub fn dead_queue(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    fn exchanges(&self) -> Vec<(String, ExchangeKind)> {
+        vec![
+            (self.ingress_exchange(), ExchangeKind::Direct),
+            (self.carrier_exchange(), ExchangeKind::Direct),
+            (self.retry_exchange(), ExchangeKind::Direct),
+            (self.events_exchange(), ExchangeKind::Direct),
+            (self.dead_exchange(), ExchangeKind::Fanout),
+        ]
+    }
+
+    /// Queues with the exchange and key they are bound by.
+    fn queues(&self) -> Vec<(String, String, String)> {
+        let mut queues: Vec<_> = (0..self.shards)
+            .map(|n| {
+                (
+                    self.ingress_queue(n),
+                    self.ingress_exchange(),
+                    Self::ingress_key(n),
+                )
+            })
+            .collect();
+        queues.push((self.events_queue(), self.events_exchange(), "status".into()));
+        queues.push((self.dead_queue(), self.dead_exchange(), String::new()));
+        queues
+    }
+
+    /// Declare every exchange, queue and binding; harmless when they exist.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        for (name, kind) in self.exchanges() {
+            channel
+                .exchange_declare(
+                    name.as_str().into(),
+                    kind,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        for (queue, exchange, key) in self.queues() {
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    quorum_args(),
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Delete everything [`Topology::declare`] made.
+    pub async fn delete(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        for (queue, _, _) in self.queues() {
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        for (name, _) in self.exchanges() {
+            channel
+                .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+}

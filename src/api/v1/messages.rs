@@ -1,0 +1,340 @@
+//! `/v1/messages`: send (`POST`), look one up with its timeline (`GET /{id}`),
+//! and list with filters and keyset pagination (`GET`).
+//!
+//! Sending: authenticate, parse and validate (4xx naming the field, nothing
+//! stored), take one unit of the tenant's rate (429), honour
+//! `Idempotency-Key` (Redis first, PostgreSQL's unique index as the backstop),
+//! then hand the message to group commit and answer 202 once it is committed.
+
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, LOCATION};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use chrono::{DateTime, SubsecRound, Utc};
+use herald_actors::MessageId;
+use herald_carriers::{Channel, Content};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::send::{validate, SendRequest};
+use crate::api::auth::Authenticated;
+use crate::api::error::{rate_limit_headers, ApiError};
+use crate::api::{from_json, read_json, AppState};
+use crate::kv::RememberedResponse;
+use crate::message::{EventRecord, MessageRecord, MessageStatus};
+use crate::store::messages::{Inserted, MessageFilter};
+use crate::telemetry;
+
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Page size bounds of the listing.
+pub const DEFAULT_PAGE: i64 = 20;
+pub const MAX_PAGE: i64 = 100;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/messages")
+            .route(web::post().to(create))
+            .route(web::get().to(list))
+            .default_service(web::to(crate::api::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/messages/{id}")
+            .route(web::get().to(show))
+            .default_service(web::to(crate::api::method_not_allowed)),
+    );
+}
+
+/// The JSON shape of a message.
+pub fn view(m: &MessageRecord) -> Value {
+    let mut v = json!({
+        "id": m.id,
+        "status": m.status,
+        "channel": m.channel,
+        "to": m.to,
+        "from": m.from,
+        "segments": m.segments,
+        "encoding": m.encoding,
+        "priority": m.priority,
+        "callback_url": m.callback_url,
+        "validity_seconds": m.validity_seconds,
+        "expires_at": m.expires_at,
+        "scheduled_at": m.scheduled_at,
+        "metadata": m.metadata,
+        "carrier": m.carrier,
+        "carrier_ref": m.carrier_ref,
+        "created_at": m.created_at,
+        "updated_at": m.updated_at,
+    });
+    let obj = v.as_object_mut().expect("literal object");
+    match &m.content {
+        Content::Text { body } => {
+            obj.insert("body".into(), json!(body));
+        }
+        Content::Template {
+            name,
+            language,
+            params,
+        } => {
+            obj.insert(
+                "template".into(),
+                json!({"name": name, "language": language, "params": params}),
+            );
+        }
+        Content::Say { text } => {
+            obj.insert("say".into(), json!(text));
+        }
+        Content::Audio { url } => {
+            obj.insert("audio_url".into(), json!(url));
+        }
+    }
+    v
+}
+
+fn event_view(e: &EventRecord) -> Value {
+    json!({
+        "cursor": e.cursor,
+        "seq": e.seq,
+        "status": e.status,
+        "previous_status": e.previous_status,
+        "final": e.is_final,
+        "carrier": e.carrier,
+        "detail": e.detail,
+        "at": e.at,
+    })
+}
+
+/// SHA-256 of the canonical JSON (object keys sorted), so whitespace and
+/// key order do not make a retry look like a different request.
+fn request_hash(body: &Value) -> String {
+    hex::encode(Sha256::digest(body.to_string().as_bytes()))
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(raw) = req.headers().get(&IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = raw.to_str().unwrap_or("");
+    let ok = !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY
+        && key.bytes().all(|b| b.is_ascii_graphic());
+    if !ok {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters"),
+        )
+        .with_field("Idempotency-Key"));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn conflict() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_conflict",
+        "this Idempotency-Key was used with a different request body",
+    )
+    .with_field("Idempotency-Key")
+}
+
+fn replay(status: u16, body: String, location: Option<String>) -> HttpResponse {
+    let mut r = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED));
+    r.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    if let Some(l) = location {
+        r.insert_header((LOCATION, l));
+    }
+    r.content_type("application/json").body(body)
+}
+
+fn location(id: &MessageId) -> String {
+    format!("/v1/messages/{id}")
+}
+
+async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    Authenticated(tenant): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let result = create_inner(req, payload, &state, &tenant).await;
+    if let Err(e) = &result {
+        telemetry::message_rejected(e.code);
+    }
+    result
+}
+
+async fn create_inner(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    tenant: &crate::tenant::Tenant,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let raw = read_json(&req, payload, state.config.http.max_body_bytes).await?;
+    let hash = request_hash(&raw);
+    let send: SendRequest = from_json(raw)?;
+    // PostgreSQL keeps microseconds: answer with what a later GET shows.
+    let now = Utc::now().trunc_subsecs(6);
+    let mut message = validate(send, tenant, &state.config.limits, now)?;
+
+    // A replay is answered before the rate limit: retrying is free.
+    if let Some(key) = &key {
+        match state.kv.idempotency_get(tenant.id.as_str(), key).await {
+            Ok(Some(remembered)) if remembered.request_hash == hash => {
+                return Ok(replay(remembered.status, remembered.body, None));
+            }
+            Ok(Some(_)) => return Err(conflict()),
+            Ok(None) => {}
+            Err(e) => telemetry::redis_error("idempotency_get", &e),
+        }
+    }
+
+    let burst = tenant.rate_limit * state.config.limits.burst_seconds;
+    let decision = match state
+        .kv
+        .rate_limit(tenant.id.as_str(), tenant.rate_limit, burst)
+        .await
+    {
+        Ok(d) if !d.allowed => return Err(ApiError::rate_limited(&d)),
+        Ok(d) => Some(d),
+        Err(e) => {
+            telemetry::redis_error("rate_limit", &e);
+            None
+        }
+    };
+
+    message.idempotency_key = key.clone();
+    message.request_hash = Some(hash.clone());
+    let channel = message.channel;
+    let outcome = state.ingest.accept(message.clone()).await?;
+    let (record, replayed) = match outcome {
+        Inserted::New => (message, false),
+        Inserted::Existing(existing) => {
+            if existing.request_hash.as_deref() != Some(hash.as_str()) {
+                return Err(conflict());
+            }
+            (*existing, true)
+        }
+    };
+    let body = view(&record).to_string();
+    if let Some(key) = &key {
+        let remembered = RememberedResponse {
+            request_hash: hash,
+            status: 202,
+            body: body.clone(),
+        };
+        let ttl = Duration::from_secs(state.config.idempotency.ttl_seconds);
+        if let Err(e) = state
+            .kv
+            .idempotency_put(tenant.id.as_str(), key, &remembered, ttl)
+            .await
+        {
+            telemetry::redis_error("idempotency_put", &e);
+        }
+    }
+    if replayed {
+        return Ok(replay(202, body, Some(location(&record.id))));
+    }
+    telemetry::message_accepted(channel.as_str());
+    let mut response = HttpResponse::Accepted();
+    response.insert_header((LOCATION, location(&record.id)));
+    for (name, value) in decision.iter().flat_map(rate_limit_headers) {
+        response.insert_header((name, value));
+    }
+    Ok(response.content_type("application/json").body(body))
+}
+
+async fn show(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    Authenticated(tenant): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let id = MessageId::parse(&path).ok_or_else(|| ApiError::not_found("message"))?;
+    let message = state
+        .store
+        .message(&tenant.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    let events = state.store.message_events(&id).await?;
+    let mut v = view(&message);
+    v["events"] = Value::Array(events.iter().map(event_view).collect());
+    Ok(HttpResponse::Ok().json(v))
+}
+
+fn parse_filter(query: &str) -> Result<MessageFilter, ApiError> {
+    let mut filter = MessageFilter {
+        limit: DEFAULT_PAGE,
+        ..Default::default()
+    };
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let bad = |message: String| {
+            ApiError::bad_request("invalid_parameter", message).with_field(name.to_string())
+        };
+        match name.as_ref() {
+            "status" => {
+                let status = MessageStatus::parse(&value)
+                    .ok_or_else(|| bad(format!("unknown status `{value}`")))?;
+                filter.status = Some(status.as_str().to_owned());
+            }
+            "channel" => {
+                filter.channel = Some(match value.as_ref() {
+                    "sms" => Channel::Sms,
+                    "whatsapp" => Channel::Whatsapp,
+                    "voice" => Channel::Voice,
+                    other => return Err(bad(format!("unknown channel `{other}`"))),
+                });
+            }
+            "to" => filter.to = Some(value.into_owned()),
+            "created_after" => {
+                let at = DateTime::parse_from_rfc3339(&value)
+                    .map_err(|_| bad("created_after must be an RFC 3339 time".into()))?;
+                filter.created_after = Some(at.with_timezone(&Utc));
+            }
+            "limit" => {
+                filter.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|l| (1..=MAX_PAGE).contains(l))
+                    .ok_or_else(|| bad(format!("limit must be between 1 and {MAX_PAGE}")))?;
+            }
+            "cursor" => {
+                let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(value.as_bytes())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .and_then(|s| MessageId::parse(&s))
+                    .ok_or_else(|| bad("cursor is not one Herald gave out".into()))?;
+                filter.before_id = Some(decoded);
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "unknown_parameter",
+                    format!("unknown query parameter `{other}`"),
+                )
+                .with_field(other.to_owned()))
+            }
+        }
+    }
+    Ok(filter)
+}
+
+async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    Authenticated(tenant): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let filter = parse_filter(req.query_string())?;
+    let page = state.store.list_messages(&tenant.id, &filter).await?;
+    let next_cursor = (page.len() as i64 == filter.limit)
+        .then(|| page.last())
+        .flatten()
+        .map(|m| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(m.id.as_str()));
+    Ok(HttpResponse::Ok().json(json!({
+        "data": page.iter().map(view).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}

@@ -1,0 +1,10 @@
+//! Version 1 of the public API.
+
+pub mod messages;
+pub mod send;
+
+use actix_web::web;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.configure(messages::routes);
+}

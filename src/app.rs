@@ -1,0 +1,113 @@
+//! Wiring: open the store, broker and Redis handles, start the group-commit
+//! collector and the outbox relay, serve HTTP, and shut down in order.
+//!
+//! Shutdown (SIGTERM or SIGINT): actix-web stops accepting and lets requests
+//! in flight finish (`http.shutdown_timeout_seconds`); then the collector
+//! writes what it holds, the relay publishes what was committed, the broker
+//! connection closes, and the process exits 0. Anything committed but not
+//! yet published is published by the next sweep of any node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use herald_actors::broker::{Broker, BrokerConfig};
+use tokio::sync::mpsc;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::kv::Kv;
+use crate::outbox::{Relay, RelayConfig};
+use crate::store::Store;
+use crate::telemetry;
+
+/// The broker handle described by the configuration.
+pub fn broker(config: &Config) -> Broker {
+    Broker::new(BrokerConfig {
+        url: config.broker.url.expose().to_owned(),
+        prefix: config.broker.prefix.clone(),
+        shards: config.broker.shards,
+        timeout: Duration::from_millis(config.broker.timeout_ms),
+    })
+}
+
+/// Run the service until a shutdown signal. Must run inside an actix system.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let metrics = telemetry::init_metrics()?;
+    let store = Store::open(&config.database).await?;
+    let kv = Kv::new(&config.redis)?;
+    let broker = broker(&config);
+    if let Err(e) = broker.ensure_connected().await {
+        tracing::warn!(error = %e, "RabbitMQ unreachable at start; messages wait in the outbox");
+    }
+
+    let (committed_tx, committed_rx) = mpsc::unbounded_channel();
+    let (ingest, ingest_task) = Ingest::start(
+        store.clone(),
+        config.accept.max_batch,
+        config.accept.concurrent_flushes,
+        committed_tx,
+    );
+    let relay = Relay::start(
+        store.clone(),
+        broker.clone(),
+        RelayConfig {
+            sweep_interval: Duration::from_millis(config.outbox.sweep_interval_ms),
+            grace: Duration::from_millis(config.outbox.grace_ms),
+            sweep_batch: config.outbox.batch,
+        },
+        committed_rx,
+    );
+    let upkeep = {
+        let handle = metrics.clone();
+        actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    };
+
+    let state = web::Data::new(AppState {
+        config: config.clone(),
+        store: store.clone(),
+        kv,
+        broker: broker.clone(),
+        ingest,
+        auth: api::auth::AuthCache::new(Duration::from_secs(config.auth.cache_seconds)),
+        metrics,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(api::middleware::observe))
+            .configure(api::routes)
+            .default_service(web::to(api::not_found))
+    })
+    .workers(config.http.workers)
+    .shutdown_timeout(config.http.shutdown_timeout_seconds)
+    .bind((config.http.host.as_str(), config.http.port))?;
+    for addr in server.addrs() {
+        // Tests and scripts read this line to find the port.
+        println!("herald listening on http://{addr}");
+    }
+    tracing::info!(addrs = ?server.addrs(), "herald serving");
+    server.run().await?;
+
+    tracing::info!("HTTP stopped; flushing accepted messages");
+    ingest_task.shutdown().await;
+    if tokio::time::timeout(Duration::from_secs(15), relay.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("outbox relay did not finish in time; the next sweep publishes the rest");
+    }
+    broker.close().await;
+    upkeep.abort();
+    tracing::info!("herald stopped");
+    Ok(())
+}

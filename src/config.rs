@@ -1,0 +1,327 @@
+//! Layered configuration: `config/default.toml` < `config/<profile>.toml` <
+//! `HERALD__SECTION__KEY` environment variables. Loaded once at start,
+//! validated, then shared read-only as `Arc<Config>`.
+//!
+//! A bad value is reported with its key and Herald exits with status 2.
+//! Secrets may be written as `env:VAR`; they are resolved at load and never
+//! printed (their `Debug` is redacted).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} not found")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("invalid configuration: key `{key}`: {reason}")]
+    Value { key: &'static str, reason: String },
+}
+
+/// A secret value: given inline or as `env:VAR`. Never printed.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        match raw.strip_prefix("env:") {
+            Some(var) => std::env::var(var).map(Secret).map_err(|_| {
+                serde::de::Error::custom(format!("environment variable {var} is not set"))
+            }),
+            None => Ok(Secret(raw)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub broker: BrokerSection,
+    pub redis: RedisConfig,
+    pub accept: AcceptConfig,
+    pub outbox: OutboxConfig,
+    pub limits: LimitsConfig,
+    pub idempotency: IdempotencyConfig,
+    pub auth: AuthConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    pub pool_size: usize,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSection {
+    pub url: Secret,
+    pub prefix: String,
+    pub shards: u16,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: Secret,
+    pub prefix: String,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptConfig {
+    pub max_batch: usize,
+    pub concurrent_flushes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    pub sweep_interval_ms: u64,
+    pub grace_ms: u64,
+    pub batch: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_segments: usize,
+    pub default_rate: f64,
+    pub burst_seconds: f64,
+    pub max_metadata_keys: usize,
+    pub max_metadata_key_chars: usize,
+    pub max_metadata_value_chars: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    pub ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub cache_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub token: Secret,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Config {
+    /// Load `default.toml`, then `<profile>.toml`, then the environment, from
+    /// `dir` (normally `./config`, or `HERALD_CONFIG_DIR`).
+    pub fn load(dir: &Path, profile: &str) -> Result<Self, ConfigError> {
+        let default = dir.join("default.toml");
+        if !default.exists() {
+            return Err(ConfigError::MissingFile(default));
+        }
+        if profile.is_empty()
+            || !profile
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::Value {
+                key: "profile",
+                reason: format!("`{profile}` is not a profile name"),
+            });
+        }
+        let profile_file = dir.join(format!("{profile}.toml"));
+        if !profile_file.exists() {
+            return Err(ConfigError::MissingFile(profile_file));
+        }
+        let config: Config = Figment::new()
+            .merge(Toml::file(&default))
+            .merge(Toml::file(&profile_file))
+            .merge(Env::prefixed("HERALD__").split("__"))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration directory: `HERALD_CONFIG_DIR` or `./config`.
+    pub fn default_dir() -> PathBuf {
+        std::env::var_os("HERALD_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("config"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Value {
+                key,
+                reason: reason.into(),
+            })
+        }
+        if self.http.workers == 0 || self.http.workers > 256 {
+            return bad("http.workers", "must be between 1 and 256");
+        }
+        if self.http.max_body_bytes < 1024 {
+            return bad("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.http.host.parse::<std::net::IpAddr>().is_err() && self.http.host != "localhost" {
+            return bad("http.host", "must be an IP address or localhost");
+        }
+        if self
+            .database
+            .url
+            .expose()
+            .parse::<tokio_postgres::Config>()
+            .is_err()
+        {
+            return bad("database.url", "is not a PostgreSQL URL");
+        }
+        if self.database.pool_size == 0 {
+            return bad("database.pool_size", "must be at least 1");
+        }
+        if self.database.timeout_ms == 0 {
+            return bad("database.timeout_ms", "must be positive");
+        }
+        if !self.broker.url.expose().starts_with("amqp://")
+            && !self.broker.url.expose().starts_with("amqps://")
+        {
+            return bad("broker.url", "must start with amqp:// or amqps://");
+        }
+        if self.broker.prefix.is_empty()
+            || !self
+                .broker
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return bad("broker.prefix", "must be non-empty letters, digits, - _ .");
+        }
+        if self.broker.shards == 0 || self.broker.shards > 1024 {
+            return bad("broker.shards", "must be between 1 and 1024");
+        }
+        if redis::Client::open(self.redis.url.expose()).is_err() {
+            return bad("redis.url", "is not a Redis URL");
+        }
+        if self.accept.max_batch == 0 || self.accept.max_batch > 10_000 {
+            return bad("accept.max_batch", "must be between 1 and 10000");
+        }
+        if self.accept.concurrent_flushes == 0 {
+            return bad("accept.concurrent_flushes", "must be at least 1");
+        }
+        if self.accept.concurrent_flushes >= self.database.pool_size {
+            return bad(
+                "accept.concurrent_flushes",
+                "must be below database.pool_size (reads need connections too)",
+            );
+        }
+        if self.outbox.sweep_interval_ms == 0 {
+            return bad("outbox.sweep_interval_ms", "must be positive");
+        }
+        if self.outbox.batch <= 0 {
+            return bad("outbox.batch", "must be positive");
+        }
+        if self.limits.max_segments == 0 || self.limits.max_segments > 255 {
+            return bad("limits.max_segments", "must be between 1 and 255");
+        }
+        if !(self.limits.default_rate > 0.0 && self.limits.default_rate.is_finite()) {
+            return bad("limits.default_rate", "must be a positive number");
+        }
+        if !(self.limits.burst_seconds > 0.0 && self.limits.burst_seconds.is_finite()) {
+            return bad("limits.burst_seconds", "must be a positive number");
+        }
+        if self.idempotency.ttl_seconds == 0 {
+            return bad("idempotency.ttl_seconds", "must be positive");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return bad("log.level", "is not a valid tracing filter");
+        }
+        Ok(())
+    }
+
+    pub fn database_timeout(&self) -> Duration {
+        Duration::from_millis(self.database.timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    #[test]
+    fn shipped_profiles_load() {
+        for profile in ["dev", "test"] {
+            Config::load(&dir(), profile).unwrap();
+        }
+    }
+
+    #[test]
+    fn unknown_profile_is_named() {
+        let err = Config::load(&dir(), "nope").unwrap_err();
+        assert!(err.to_string().contains("nope.toml"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = Secret("hunter2".into());
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+}

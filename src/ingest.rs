@@ -1,0 +1,183 @@
+//! Group commit for the accept path.
+//!
+//! Request handlers hand a validated [`MessageRecord`] to the [`Ingest`]
+//! handle and wait for the outcome. One collector task gathers whatever is
+//! waiting into a batch (up to `accept.max_batch`) and writes it with one
+//! statement; at most `accept.concurrent_flushes` statements run at once.
+//! Under light load a request is written alone at once; under heavy load
+//! requests queue behind running flushes and share the next one, so the
+//! database sees few large statements instead of many small ones.
+//!
+//! After a batch commits, its new messages go to the outbox relay to be
+//! published. On shutdown the collector finishes what it holds, waits for
+//! running flushes, then closes the relay's inbox.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::message::MessageRecord;
+use crate::store::messages::Inserted;
+use crate::store::{Store, StoreError};
+use crate::telemetry;
+
+/// Outcome of accepting one message.
+pub type Accepted = Result<Inserted, StoreError>;
+
+struct Job {
+    message: MessageRecord,
+    reply: oneshot::Sender<Accepted>,
+}
+
+/// Handle used by request handlers. Cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Job>,
+}
+
+/// Running collector; [`IngestTask::shutdown`] drains it.
+pub struct IngestTask {
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Ingest {
+    /// Start the collector. Committed batches are sent to `published`.
+    pub fn start(
+        store: Store,
+        max_batch: usize,
+        concurrent_flushes: usize,
+        committed: mpsc::UnboundedSender<Vec<MessageRecord>>,
+    ) -> (Ingest, IngestTask) {
+        let (tx, rx) = mpsc::channel(max_batch * concurrent_flushes * 4);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let done = tokio::spawn(collect(
+            store,
+            rx,
+            stop_rx,
+            max_batch,
+            concurrent_flushes,
+            committed,
+        ));
+        (
+            Ingest { tx },
+            IngestTask {
+                stop: stop_tx,
+                done,
+            },
+        )
+    }
+
+    /// Write one message (batched with others) and return once committed.
+    pub async fn accept(&self, message: MessageRecord) -> Accepted {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { message, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("shutting down".into()))?;
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("shutting down".into())))
+    }
+}
+
+impl IngestTask {
+    /// Stop taking work, flush what is queued, wait for running flushes.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
+    }
+}
+
+async fn collect(
+    store: Store,
+    mut rx: mpsc::Receiver<Job>,
+    mut stop: oneshot::Receiver<()>,
+    max_batch: usize,
+    concurrent_flushes: usize,
+    committed: mpsc::UnboundedSender<Vec<MessageRecord>>,
+) {
+    let permits = Arc::new(Semaphore::new(concurrent_flushes));
+    let mut stopping = false;
+    loop {
+        let first = if stopping {
+            match rx.try_recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => job,
+                    None => break,
+                },
+                _ = &mut stop => {
+                    stopping = true;
+                    rx.close();
+                    continue;
+                }
+            }
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        // While we waited for a permit, more may have arrived: take them too.
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let store = store.clone();
+        let committed = committed.clone();
+        tokio::spawn(async move {
+            flush(&store, batch, &committed).await;
+            drop(permit);
+        });
+    }
+    // Wait for running flushes before the relay's inbox closes.
+    let _ = permits.acquire_many(concurrent_flushes as u32).await;
+}
+
+async fn flush(
+    store: &Store,
+    batch: Vec<Job>,
+    committed: &mpsc::UnboundedSender<Vec<MessageRecord>>,
+) {
+    let started = Instant::now();
+    let (messages, replies): (Vec<MessageRecord>, Vec<oneshot::Sender<Accepted>>) =
+        batch.into_iter().map(|j| (j.message, j.reply)).unzip();
+    match store.insert_messages(&messages).await {
+        Ok(outcomes) => {
+            telemetry::accept_batch_flushed(messages.len(), started.elapsed());
+            let fresh: Vec<MessageRecord> = messages
+                .into_iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, Inserted::New))
+                .map(|(m, _)| m)
+                .collect();
+            if !fresh.is_empty() {
+                // The relay may be gone at the very end of shutdown; the
+                // rows are committed and the next sweep publishes them.
+                let _ = committed.send(fresh);
+            }
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, messages = messages.len(), "group commit failed");
+            let text = e.to_string();
+            let unavailable = matches!(e, StoreError::Unavailable(_));
+            for reply in replies {
+                let err = if unavailable {
+                    StoreError::Unavailable(text.clone())
+                } else {
+                    StoreError::Corrupt(text.clone())
+                };
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The Redis seam: `redis` appears only here. Redis holds what is hot and
+//! shared between nodes: idempotency keys and rate-limit state (GCRA).
+//!
+//! Every command is bounded by `redis.timeout_ms`. The connection is opened
+//! lazily and re-opened by `redis`' `ConnectionManager`, so Herald starts and
+//! serves while Redis is away; callers decide how to degrade (the accept path
+//! falls back to PostgreSQL's unique index for idempotency and lets traffic
+//! through unthrottled, counting `herald_redis_errors_total`).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::config::RedisConfig;
+
+/// Errors of the Redis seam.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    #[error("redis answered something unexpected: {0}")]
+    Protocol(String),
+}
+
+impl From<redis::RedisError> for KvError {
+    fn from(e: redis::RedisError) -> Self {
+        KvError::Unavailable(e.to_string())
+    }
+}
+
+/// Outcome of one rate-limit check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateDecision {
+    pub allowed: bool,
+    /// The limit, as requests per second (rounded).
+    pub limit: u64,
+    /// Requests that could still be made right now.
+    pub remaining: u64,
+    /// Milliseconds until the bucket is full again.
+    pub reset_ms: u64,
+    /// When refused: milliseconds until one request is allowed.
+    pub retry_after_ms: u64,
+}
+
+/// The response remembered for an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RememberedResponse {
+    /// SHA-256 of the canonical request body.
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// GCRA: one theoretical arrival time (TAT) per key, in milliseconds.
+/// ARGV: emission interval (ms per request), burst (requests), now from TIME.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tolerance = interval * burst
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance
+if allow_at > now then
+  local remaining = 0
+  return {0, remaining, math.ceil(tat - now), math.ceil(allow_at - now)}
+end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+local remaining = math.floor((tolerance - (new_tat - now)) / interval)
+return {1, remaining, math.ceil(new_tat - now), 0}
+";
+
+/// A handle on Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct Kv {
+    client: redis::Client,
+    conn: std::sync::Arc<Mutex<Option<ConnectionManager>>>,
+    prefix: String,
+    timeout: Duration,
+    gcra: std::sync::Arc<redis::Script>,
+}
+
+impl Kv {
+    pub fn new(config: &RedisConfig) -> Result<Self, KvError> {
+        Ok(Self {
+            client: redis::Client::open(config.url.expose())?,
+            conn: Default::default(),
+            prefix: config.prefix.clone(),
+            timeout: Duration::from_millis(config.timeout_ms),
+            gcra: std::sync::Arc::new(redis::Script::new(GCRA)),
+        })
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut k = self.prefix.clone();
+        for p in parts {
+            k.push(':');
+            k.push_str(p);
+        }
+        k
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, KvError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let c = tokio::time::timeout(
+            self.timeout * 2,
+            self.client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| KvError::Unavailable("connect timed out".into()))??;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, KvError> {
+        let mut c = self.conn().await?;
+        tokio::time::timeout(self.timeout, cmd.query_async(&mut c))
+            .await
+            .map_err(|_| KvError::Unavailable("timed out".into()))?
+            .map_err(KvError::from)
+    }
+
+    /// `PING`.
+    pub async fn ping(&self) -> Result<(), KvError> {
+        let pong: String = self.run(&redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(KvError::Protocol(pong))
+        }
+    }
+
+    /// Take one request from `subject`'s budget of `rate` per second with a
+    /// burst of `burst` requests.
+    pub async fn rate_limit(
+        &self,
+        subject: &str,
+        rate: f64,
+        burst: f64,
+    ) -> Result<RateDecision, KvError> {
+        let key = self.key(&["rl", subject]);
+        let interval = 1000.0 / rate.max(0.001);
+        let burst = burst.max(1.0);
+        let mut c = self.conn().await?;
+        let mut invocation = self.gcra.key(key);
+        invocation.arg(interval).arg(burst);
+        let (allowed, remaining, reset, retry): (i64, i64, i64, i64) =
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut c))
+                .await
+                .map_err(|_| KvError::Unavailable("timed out".into()))??;
+        Ok(RateDecision {
+            allowed: allowed == 1,
+            limit: rate.round().max(1.0) as u64,
+            remaining: remaining.max(0) as u64,
+            reset_ms: reset.max(0) as u64,
+            retry_after_ms: retry.max(0) as u64,
+        })
+    }
+
+    /// The response remembered under a tenant's idempotency key.
+    pub async fn idempotency_get(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<RememberedResponse>, KvError> {
+        let raw: Option<String> = self
+            .run(redis::cmd("GET").arg(self.key(&["idem", tenant, key])))
+            .await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|e| KvError::Protocol(e.to_string())))
+            .transpose()
+    }
+
+    /// Remember a response under a tenant's idempotency key for `ttl`.
+    pub async fn idempotency_put(
+        &self,
+        tenant: &str,
+        key: &str,
+        response: &RememberedResponse,
+        ttl: Duration,
+    ) -> Result<(), KvError> {
+        let value =
+            serde_json::to_string(response).map_err(|e| KvError::Protocol(e.to_string()))?;
+        let _: () = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.key(&["idem", tenant, key]))
+                    .arg(value)
+                    .arg("EX")
+                    .arg(ttl.as_secs().max(1)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Delete every key under this prefix (tests; resetting an environment).
+    pub async fn delete_prefix(&self) -> Result<u64, KvError> {
+        let mut c = self.conn().await?;
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await?;
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("DEL").arg(&keys).query_async(&mut c).await?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Logs and metrics. Logs go through `tracing` to stderr, human or JSON.
+//! Metrics are Prometheus text at `/metrics`. Each thing worth counting is a
+//! named event below: one function that both logs (where useful) and updates
+//! its metrics, so names and labels are defined once. Labels are bounded
+//! (route pattern, status, channel, reason), never ids or raw error strings.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Install the global `tracing` subscriber.
+pub fn init_logging(config: &LogConfig) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}
+
+/// Latency buckets (seconds) for every `*_duration_seconds` histogram.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Install the Prometheus recorder and describe Herald's metrics.
+pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), DURATION_BUCKETS)?
+        .install_recorder()?;
+    metrics::describe_counter!(
+        "herald_http_requests_total",
+        "HTTP requests answered, by route pattern and status code"
+    );
+    metrics::describe_histogram!(
+        "herald_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP request latency, by route pattern"
+    );
+    metrics::describe_counter!(
+        "herald_messages_accepted_total",
+        "Messages accepted (202), by channel"
+    );
+    metrics::describe_counter!(
+        "herald_messages_rejected_total",
+        "Send requests refused, by error code"
+    );
+    metrics::describe_counter!(
+        "herald_outbox_published_total",
+        "Messages published to RabbitMQ by the outbox relay, by path (fast, sweep)"
+    );
+    metrics::describe_counter!(
+        "herald_broker_publish_failures_total",
+        "Failed publish batches to RabbitMQ"
+    );
+    metrics::describe_gauge!(
+        "herald_broker_connected",
+        "1 when the last RabbitMQ operation succeeded"
+    );
+    metrics::describe_counter!(
+        "herald_redis_errors_total",
+        "Redis commands that failed, by operation"
+    );
+    metrics::describe_histogram!(
+        "herald_accept_batch_size",
+        "Messages written per group-commit statement"
+    );
+    metrics::describe_histogram!(
+        "herald_accept_flush_duration_seconds",
+        metrics::Unit::Seconds,
+        "Duration of one group-commit statement"
+    );
+    Ok(handle)
+}
+
+/// One HTTP request answered.
+pub fn http_request(route: &str, status: u16, elapsed: Duration) {
+    counter!("herald_http_requests_total", "route" => route.to_owned(), "status" => status.to_string())
+        .increment(1);
+    histogram!("herald_http_request_duration_seconds", "route" => route.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// A message accepted.
+pub fn message_accepted(channel: &'static str) {
+    counter!("herald_messages_accepted_total", "channel" => channel).increment(1);
+}
+
+/// A send request refused, by its error code.
+pub fn message_rejected(code: &'static str) {
+    counter!("herald_messages_rejected_total", "code" => code).increment(1);
+}
+
+/// One group-commit flush written.
+pub fn accept_batch_flushed(size: usize, elapsed: Duration) {
+    histogram!("herald_accept_batch_size").record(size as f64);
+    histogram!("herald_accept_flush_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+/// Messages published to RabbitMQ and confirmed.
+pub fn outbox_published(path: &'static str, count: usize) {
+    counter!("herald_outbox_published_total", "path" => path).increment(count as u64);
+    gauge!("herald_broker_connected").set(1.0);
+}
+
+/// A publish batch failed; its messages stay in the outbox.
+pub fn broker_publish_failed(count: usize, error: &dyn std::fmt::Display) {
+    counter!("herald_broker_publish_failures_total").increment(1);
+    gauge!("herald_broker_connected").set(0.0);
+    tracing::warn!(messages = count, %error, "publish to RabbitMQ failed; messages stay in the outbox");
+}
+
+/// A Redis command failed and the caller degraded.
+pub fn redis_error(operation: &'static str, error: &dyn std::fmt::Display) {
+    counter!("herald_redis_errors_total", "operation" => operation).increment(1);
+    tracing::warn!(operation, %error, "redis command failed; degrading");
+}

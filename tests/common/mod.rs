@@ -1,0 +1,280 @@
+//! Shared test harness: every test gets its own PostgreSQL database, RabbitMQ
+//! name prefix and Redis key prefix (removed when it ends), and starts the
+//! real `herald` binary on a free port against them.
+
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use herald_actors::broker::{Broker, BrokerConfig};
+
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const REDIS: &str = "redis://127.0.0.1:6379/";
+pub const SHARDS: u16 = 4;
+
+/// An isolated environment: database, broker prefix, Redis prefix.
+pub struct TestEnv {
+    pub name: String,
+    pub vars: HashMap<String, String>,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let name = format!("herald_t_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut vars = HashMap::new();
+        vars.insert(
+            "HERALD__DATABASE__URL".into(),
+            format!("{PG}/{name}"),
+        );
+        vars.insert("HERALD__BROKER__URL".into(), AMQP.into());
+        vars.insert("HERALD__BROKER__PREFIX".into(), name.clone());
+        vars.insert("HERALD__BROKER__SHARDS".into(), SHARDS.to_string());
+        vars.insert("HERALD__REDIS__URL".into(), REDIS.into());
+        vars.insert("HERALD__REDIS__PREFIX".into(), name.clone());
+        vars.insert("HERALD_PROFILE".into(), "test".into());
+        TestEnv { name, vars }
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.vars.insert(key.into(), value.into());
+    }
+
+    pub fn database_url(&self) -> String {
+        self.vars["HERALD__DATABASE__URL"].clone()
+    }
+
+    pub fn broker(&self) -> Broker {
+        Broker::new(BrokerConfig {
+            url: AMQP.into(),
+            prefix: self.name.clone(),
+            shards: SHARDS,
+            timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// A `herald` command with this environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("RUST_LOG")
+            .envs(&self.vars);
+        cmd
+    }
+
+    /// `herald tenant create`, returning (id, api key).
+    pub fn create_tenant(&self, name: &str, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["tenant", "create", "--name", name];
+        args.extend_from_slice(extra);
+        let out = self.command(&args).output().expect("run herald tenant create");
+        assert!(
+            out.status.success(),
+            "tenant create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |label: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
+                .unwrap_or_else(|| panic!("no `{label}` in: {text}"))
+        };
+        (field("id:"), field("api key:"))
+    }
+
+    /// Start `herald serve` and wait until it listens.
+    pub fn start(&self) -> Herald {
+        Herald::start(self)
+    }
+
+    /// A client connection to this environment's database.
+    pub async fn db(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.database_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect test database");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Messages waiting in every ingress shard queue, drained.
+    pub async fn drain_ingress(&self) -> Vec<serde_json::Value> {
+        let broker = self.broker();
+        let mut out = Vec::new();
+        for shard in 0..SHARDS {
+            let queue = broker.topology().ingress_queue(shard);
+            for body in broker.drain(&queue).await.expect("drain ingress") {
+                out.push(serde_json::from_slice(&body).expect("ingress payload is JSON"));
+            }
+        }
+        out
+    }
+
+    /// Ready messages in the ingress queues.
+    pub async fn ingress_depth(&self) -> u32 {
+        let broker = self.broker();
+        let mut total = 0;
+        for shard in 0..SHARDS {
+            total += broker
+                .queue_depth(&broker.topology().ingress_queue(shard))
+                .await
+                .unwrap_or(0);
+        }
+        total
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let broker = self.broker();
+        let redis_url = REDIS.to_owned();
+        // Clean up on a runtime of our own: Drop may run inside or outside one.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let _ = broker.teardown().await;
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&format!("{PG}/postgres"), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+                if let Ok(client) = redis::Client::open(redis_url) {
+                    if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                        let keys: Vec<String> = redis::cmd("KEYS")
+                            .arg(format!("{name}:*"))
+                            .query_async(&mut c)
+                            .await
+                            .unwrap_or_default();
+                        if !keys.is_empty() {
+                            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+                        }
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A running `herald serve`; killed when dropped.
+pub struct Herald {
+    pub child: Child,
+    pub url: String,
+    pub stderr_log: std::path::PathBuf,
+}
+
+impl Herald {
+    pub fn start(env: &TestEnv) -> Herald {
+        Self::start_with(env, &[])
+    }
+
+    pub fn start_with(env: &TestEnv, extra_env: &[(&str, String)]) -> Herald {
+        let stderr_log = std::env::temp_dir().join(format!(
+            "{}-{}.log",
+            env.name,
+            uuid::Uuid::new_v4().simple()
+        ));
+        let stderr = std::fs::File::create(&stderr_log).unwrap();
+        let mut cmd = env.command(&["serve"]);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn herald serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("herald listening on ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "herald did not start; log:\n{}",
+                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                );
+            }
+        };
+        Herald {
+            child,
+            url,
+            stderr_log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "herald did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr_log);
+    }
+}
+
+/// An HTTP client.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Poll `check` until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A minimal valid SMS request body.
+pub fn sms(to: &str, body: &str) -> serde_json::Value {
+    serde_json::json!({"channel": "sms", "to": to, "from": "HERALD", "body": body})
+}
