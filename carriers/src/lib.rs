@@ -8,6 +8,7 @@
 
 pub mod connection;
 pub mod encoding;
+pub mod smpp;
 pub mod http_sms;
 pub mod http_util;
 pub mod whatsapp;
