@@ -25,6 +25,13 @@ use crate::connection::{CarrierError, Health};
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// A header sent with every request, e.g. `Authorization: Bearer …`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuthHeader {
+    pub name: String,
+    pub value: String,
+}
+
 /// Build the HTTP client a carrier connection uses for its submissions.
 pub fn build_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()

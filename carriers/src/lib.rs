@@ -8,9 +8,10 @@
 
 pub mod connection;
 pub mod encoding;
-pub mod smpp;
 pub mod http_sms;
 pub mod http_util;
+pub mod smpp;
+pub mod voice;
 pub mod whatsapp;
 
 pub use connection::{

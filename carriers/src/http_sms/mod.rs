@@ -25,6 +25,7 @@ use serde_json::Value;
 use crate::connection::{
     CarrierConnection, CarrierError, Content, Health, Receipt, ReceiptState, Submission, Submitted,
 };
+pub use crate::http_util::AuthHeader;
 use crate::http_util::{self, HealthTracker, SignatureError};
 
 /// Placeholders a body template may use.
@@ -37,13 +38,6 @@ pub const PLACEHOLDERS: &[&str] = &[
     "callback_url",
     "validity_secs",
 ];
-
-/// A header sent with every request, e.g. `Authorization: Bearer …`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuthHeader {
-    pub name: String,
-    pub value: String,
-}
 
 /// How one HTTP SMS carrier is spoken to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
