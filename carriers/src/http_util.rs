@@ -463,6 +463,24 @@ pub mod sim {
             self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
         }
 
+        /// A copy of the counters without the per-id records.
+        pub fn summary(&self) -> SimStats {
+            let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            SimStats {
+                received: stats.received,
+                accepted: stats.accepted,
+                throttled: stats.throttled,
+                injected_errors: stats.injected_errors,
+                server_errors: stats.server_errors,
+                rejected: stats.rejected,
+                slowed: stats.slowed,
+                callbacks_sent: stats.callbacks_sent,
+                callbacks_failed: stats.callbacks_failed,
+                callbacks_dropped: stats.callbacks_dropped,
+                messages: BTreeMap::new(),
+            }
+        }
+
         /// Update the statistics.
         pub fn with_stats<R>(&self, f: impl FnOnce(&mut SimStats) -> R) -> R {
             f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()))
@@ -790,9 +808,65 @@ pub mod sim {
         }
     }
 
-    /// `GET /stats`.
-    pub async fn stats_handler(core: actix_web::web::Data<SimCore>) -> actix_web::HttpResponse {
-        actix_web::HttpResponse::Ok().json(core.stats())
+    /// The control routes every simulator serves:
+    ///
+    /// - `GET /stats` — [`SimStats`] (`?summary=true` leaves out the per-id
+    ///   records);
+    /// - `GET /stats/messages/{id}` — one [`SimRecord`], or 404;
+    /// - `GET /faults`, `PUT /faults` (or `POST`) — read or replace the [`Faults`] in
+    ///   force (JSON), e.g. to start throttling in the middle of a demo.
+    ///
+    /// The app must hold a `web::Data<SimCore>`.
+    pub fn control_routes(cfg: &mut actix_web::web::ServiceConfig) {
+        use actix_web::web;
+        cfg.route("/stats", web::get().to(stats_handler))
+            .route("/stats/messages/{id}", web::get().to(record_handler))
+            .route("/faults", web::get().to(get_faults_handler))
+            .route("/faults", web::put().to(put_faults_handler))
+            .route("/faults", web::post().to(put_faults_handler));
+    }
+
+    /// Query of `GET /stats`.
+    #[derive(Debug, Default, Deserialize)]
+    pub struct StatsQuery {
+        /// Leave out the per-id records.
+        #[serde(default)]
+        pub summary: bool,
+    }
+
+    async fn stats_handler(
+        core: actix_web::web::Data<SimCore>,
+        query: actix_web::web::Query<StatsQuery>,
+    ) -> actix_web::HttpResponse {
+        let stats = if query.summary {
+            core.summary()
+        } else {
+            core.stats()
+        };
+        actix_web::HttpResponse::Ok().json(stats)
+    }
+
+    async fn record_handler(
+        core: actix_web::web::Data<SimCore>,
+        id: actix_web::web::Path<String>,
+    ) -> actix_web::HttpResponse {
+        match core.with_stats(|s| s.messages.get(id.as_str()).cloned()) {
+            Some(record) => actix_web::HttpResponse::Ok().json(record),
+            None => actix_web::HttpResponse::NotFound()
+                .json(serde_json::json!({"error": {"code": "not_found"}})),
+        }
+    }
+
+    async fn get_faults_handler(core: actix_web::web::Data<SimCore>) -> actix_web::HttpResponse {
+        actix_web::HttpResponse::Ok().json(core.faults())
+    }
+
+    async fn put_faults_handler(
+        core: actix_web::web::Data<SimCore>,
+        faults: actix_web::web::Json<Faults>,
+    ) -> actix_web::HttpResponse {
+        core.set_faults(faults.into_inner());
+        actix_web::HttpResponse::Ok().json(core.faults())
     }
 
     /// Sleep for a decision's delay, if any.

@@ -353,3 +353,66 @@ async fn refused_connection_is_lost_and_close_refuses_more() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn control_routes_change_faults_and_serve_records() {
+    let sim = sim_with(Faults::default()).await;
+    let conn = connect(&sim, None);
+    let id = conn
+        .submit(sms("+15550001111", "first"))
+        .await
+        .unwrap()
+        .carrier_refs[0]
+        .clone();
+
+    let http = reqwest::Client::new();
+    let base = sim.base_url();
+    let summary: serde_json::Value = http
+        .get(format!("{base}/stats?summary=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(summary["accepted"], 1);
+    assert_eq!(summary["messages"], serde_json::json!({}));
+    let record: serde_json::Value = http
+        .get(format!("{base}/stats/messages/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["request"]["text"], "first");
+    let missing = http
+        .get(format!("{base}/stats/messages/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+
+    // Switch on 5xx over HTTP, as an operator would mid-demo.
+    let set = http
+        .put(format!("{base}/faults"))
+        .json(&serde_json::json!({"server_error_rate": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    assert!(set.status().is_success());
+    let faults: serde_json::Value = http
+        .get(format!("{base}/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(faults["server_error_rate"], 1.0);
+    assert!(matches!(
+        conn.submit(sms("+15550001111", "second")).await,
+        Err(CarrierError::Temporary { .. })
+    ));
+    sim.shutdown().await;
+}

@@ -53,7 +53,8 @@ pub struct HttpSmsConfig {
     /// are substituted in place. Keys are left alone.
     pub body_template: Value,
     /// JSON pointer (RFC 6901) to the carrier's id in a successful answer,
-    /// e.g. `/message_id` or `/messages/0/id`.
+    /// e.g. `/message_id` or `/messages/0/id`; an array of ids there gives
+    /// one carrier reference per part.
     pub id_pointer: String,
     /// Where the carrier should send status callbacks (`{{callback_url}}`).
     #[serde(default)]
@@ -426,22 +427,34 @@ impl HttpSmsConnection {
         // A 2xx without an id: the carrier may have taken the message, so a
         // retry could deliver it twice. We report it as permanent (and keep
         // the answer) rather than risk a duplicate on the handset.
-        let carrier_ref = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v.pointer(&self.config.id_pointer).and_then(scalar_string))
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| CarrierError::Permanent {
+        let answer = serde_json::from_slice::<Value>(&bytes).ok();
+        let carrier_refs = answer
+            .as_ref()
+            .and_then(|v| v.pointer(&self.config.id_pointer))
+            .map(carrier_refs_at)
+            .unwrap_or_default();
+        if carrier_refs.is_empty() {
+            return Err(CarrierError::Permanent {
                 code: "no_carrier_ref".into(),
                 text: format!(
                     "no id at {} in answer: {}",
                     self.config.id_pointer,
                     http_util::truncate_text(&bytes, 300)
                 ),
-            })?;
-        Ok(Submitted {
-            carrier_refs: vec![carrier_ref],
-        })
+            });
+        }
+        Ok(Submitted { carrier_refs })
     }
+}
+
+/// The id(s) at the id pointer: one scalar, or an array of scalars (one per
+/// part, for carriers that split long messages themselves).
+fn carrier_refs_at(v: &Value) -> Vec<String> {
+    let ids: Vec<String> = match v {
+        Value::Array(items) => items.iter().filter_map(scalar_string).collect(),
+        other => scalar_string(other).into_iter().collect(),
+    };
+    ids.into_iter().filter(|id| !id.is_empty()).collect()
 }
 
 /// The carrier's error code from common error shapes: `/error/code`,
@@ -625,6 +638,54 @@ mod tests {
             m.parse(br#"{"id":{"x":1},"state":"DELIVRD"}"#),
             Err(CallbackError::MissingRef(_))
         ));
+    }
+
+    #[test]
+    fn carrier_refs_from_scalars_and_arrays() {
+        assert_eq!(carrier_refs_at(&serde_json::json!("a")), vec!["a"]);
+        assert_eq!(carrier_refs_at(&serde_json::json!(12)), vec!["12"]);
+        assert_eq!(
+            carrier_refs_at(&serde_json::json!(["p1", "", 3, {"x": 1}])),
+            vec!["p1", "3"]
+        );
+        assert!(carrier_refs_at(&serde_json::json!(null)).is_empty());
+        assert!(carrier_refs_at(&serde_json::json!("")).is_empty());
+    }
+
+    #[test]
+    fn config_reads_from_json() {
+        let config: HttpSmsConfig = serde_json::from_str(
+            r#"{
+                "url": "https://api.example.test/sms",
+                "auth": {"name": "X-Api-Key", "value": "k"},
+                "body_template": "{\"to\":\"{{to}}\",\"text\":\"{{body}}\"}",
+                "id_pointer": "/id",
+                "callback": {
+                    "ref_pointer": "/id",
+                    "status_pointer": "/status",
+                    "status_map": {"DELIVRD": "delivered", "EXPIRED": "expired"}
+                }
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(config.timeout_ms, 10_000);
+        assert_eq!(
+            config.callback.status_map["DELIVRD"],
+            ReceiptState::Delivered
+        );
+        assert!(HttpSmsConnection::new(config).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn callback_parse_never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = mapping().parse(&body);
+        }
+
+        #[test]
+        fn callback_parse_never_panics_on_json(s in "[\\[\\]{}\":,a-z0-9 /]{0,80}") {
+            let _ = mapping().parse(s.as_bytes());
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! HMAC-SHA256>` when a secret is set; `status` is `sent` (optional), then
 //! `delivered`, `undelivered`, `expired` or `rejected` by the outcome mix.
 //! [`carrier_config`] is the [`HttpSmsConfig`] that talks to this simulator.
-//! `GET /stats` serves [`SimStats`].
+//! `GET /stats` serves [`SimStats`]; `GET`/`PUT /faults` read and change
+//! the faults (see [`control_routes`](crate::http_util::sim::control_routes)).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ use super::{AuthHeader, CallbackMapping, CallbackSignature, HttpSmsConfig};
 use crate::connection::ReceiptState;
 use crate::http_util::hmac_sha256_hex;
 use crate::http_util::sim::{
-    ms, play_delay, stats_handler, CallbackJob, CallbackQueue, Decision, SimCore,
+    control_routes, ms, play_delay, CallbackJob, CallbackQueue, Decision, SimCore,
 };
 pub use crate::http_util::sim::{Faults, SimHandle as Handle, SimRecord, SimStats};
 
@@ -164,7 +165,7 @@ pub async fn start(config: HttpSmsSimConfig) -> std::io::Result<Handle> {
             .app_data(core_data.clone())
             .app_data(web::PayloadConfig::new(64 * 1024))
             .route("/messages", web::post().to(send))
-            .route("/stats", web::get().to(stats_handler))
+            .configure(control_routes)
     })
     .workers(workers)
     .disable_signals()

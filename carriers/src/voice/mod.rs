@@ -379,6 +379,18 @@ mod tests {
         let _ = parse_status_callback(b"\xff\xfe=\x00&&==%zz");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = parse_status_callback(&body);
+        }
+
+        #[test]
+        fn parse_never_panics_on_formish(s in "[A-Za-z=&%0-9+_-]{0,80}") {
+            let _ = parse_status_callback(s.as_bytes());
+        }
+    }
+
     #[test]
     fn signatures() {
         let body = b"CallSid=CA1&CallStatus=completed";

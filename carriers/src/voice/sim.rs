@@ -16,7 +16,8 @@
 //! HMAC-SHA256 of the body in `X-Voice-Signature`: `ringing`, `in-progress`,
 //! `completed` for an answered call; `ringing` then `busy` or `no-answer`;
 //! or `failed`, by the outcome mix and delays. `GET /stats` serves
-//! [`SimStats`]. [`carrier_config`] is the [`VoiceConfig`] for this simulator.
+//! [`SimStats`]; `GET`/`PUT /faults` read and change the faults (see
+//! [`control_routes`](crate::http_util::sim::control_routes)). [`carrier_config`] is the [`VoiceConfig`] for this simulator.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use serde_json::{json, Value};
 
 use super::{sign, AuthHeader, VoiceConfig, SIGNATURE_HEADER};
 use crate::http_util::sim::{
-    ms, play_delay, stats_handler, CallbackJob, CallbackQueue, Decision, SimCore,
+    control_routes, ms, play_delay, CallbackJob, CallbackQueue, Decision, SimCore,
 };
 pub use crate::http_util::sim::{Faults, SimHandle as Handle, SimRecord, SimStats};
 
@@ -138,7 +139,7 @@ pub async fn start(config: VoiceSimConfig) -> std::io::Result<Handle> {
             .app_data(state.clone())
             .app_data(core_data.clone())
             .app_data(web::PayloadConfig::new(64 * 1024))
-            .route("/stats", web::get().to(stats_handler))
+            .configure(control_routes)
             .route("/Calls", web::post().to(create_call))
             .route("/{prefix:.*}/Calls", web::post().to(create_call))
     })

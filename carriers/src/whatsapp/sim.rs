@@ -14,7 +14,8 @@
 //! envelope (`entry[].changes[].value.statuses[]`), signed
 //! `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app_secret, body)>`: `sent`,
 //! then `delivered` (and `read`) or `failed` with `errors[]`, by the outcome
-//! mix and delays. `GET /stats` serves [`SimStats`]. [`carrier_config`] is the
+//! mix and delays. `GET /stats` serves [`SimStats`]; `GET`/`PUT /faults` read and change
+//! the faults (see [`control_routes`](crate::http_util::sim::control_routes)). [`carrier_config`] is the
 //! [`WhatsappConfig`] that talks to this simulator.
 
 use std::net::SocketAddr;
@@ -27,7 +28,7 @@ use serde_json::{json, Value};
 use super::webhook::{sign, SIGNATURE_HEADER};
 use super::WhatsappConfig;
 use crate::http_util::sim::{
-    ms, play_delay, stats_handler, CallbackJob, CallbackQueue, Decision, SimCore,
+    control_routes, ms, play_delay, CallbackJob, CallbackQueue, Decision, SimCore,
 };
 pub use crate::http_util::sim::{Faults, SimHandle as Handle, SimRecord, SimStats};
 
@@ -146,7 +147,7 @@ pub async fn start(config: WhatsappSimConfig) -> std::io::Result<Handle> {
             .app_data(state.clone())
             .app_data(core_data.clone())
             .app_data(web::PayloadConfig::new(256 * 1024))
-            .route("/stats", web::get().to(stats_handler))
+            .configure(control_routes)
             .route("/{phone_number_id}/messages", web::post().to(send))
             .route(
                 "/{version}/{phone_number_id}/messages",

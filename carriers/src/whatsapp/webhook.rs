@@ -236,6 +236,24 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = parse_statuses(&body);
+        }
+
+        #[test]
+        fn parse_never_panics_on_jsonish(s in "[\\[\\]{}\":,a-z0-9 ]{0,60}") {
+            let body = format!(r#"{{"entry":[{{"changes":[{{"value":{{"statuses":[{s}]}}}}]}}]}}"#);
+            let _ = parse_statuses(body.as_bytes());
+        }
+
+        #[test]
+        fn verify_never_panics(header in ".{0,80}", body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            proptest::prop_assert!(verify_signature(b"k", &body, Some(&header)).is_err());
+        }
+    }
+
     #[test]
     fn signature_checks() {
         let body = WEBHOOK.as_bytes();
