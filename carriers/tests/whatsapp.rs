@@ -391,3 +391,30 @@ async fn injected_error_codes_are_mapped() {
     assert_eq!(stats.accepted, 0);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn pair_rate_limit_throttles_the_same_recipient() {
+    let config = WhatsappSimConfig {
+        pair_rate_limit_ms: Some(60_000),
+        ..sim_config(None, only(1.0, 0.0, 0.0), Faults::default())
+    };
+    let sim = sim::start(config.clone()).await.unwrap();
+    let conn = WhatsappConnection::new(sim::carrier_config(&sim.base_url(), &config)).unwrap();
+    conn.submit(text("first")).await.unwrap();
+    match conn.submit(text("again")).await.unwrap_err() {
+        CarrierError::Throttled {
+            code, retry_after, ..
+        } => {
+            assert_eq!(code, "131056");
+            assert!(retry_after.is_some());
+        }
+        other => panic!("expected Throttled, got {other:?}"),
+    }
+    // Another recipient is fine.
+    let mut other = text("hello");
+    other.to = "+15557654321".into();
+    conn.submit(other).await.unwrap();
+    let stats = sim.stats();
+    assert_eq!((stats.accepted, stats.throttled), (2, 1));
+    sim.shutdown().await;
+}

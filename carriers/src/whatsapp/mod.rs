@@ -27,8 +27,8 @@ use crate::http_util::{self, HealthTracker};
 
 pub use crate::http_util::SignatureError;
 pub use webhook::{
-    parse_statuses, verify_signature, verify_subscription, HandshakeError, WebhookError,
-    SIGNATURE_HEADER,
+    parse_statuses, verify_signature, verify_subscription, verify_subscription_query,
+    HandshakeError, WebhookError, SIGNATURE_HEADER,
 };
 
 /// How Herald talks to one WhatsApp Business phone number.

@@ -8,7 +8,8 @@
 //! Faults ([`Faults`]): above the rate cap the answer is HTTP 429 with error
 //! code 130429 and `Retry-After`; a server error is a bare HTTP 503; an
 //! injected error carries the configured status and Meta error code (e.g.
-//! `130429`, `131047`, `131026`).
+//! `130429`, `131047`, `131026`); with `pair_rate_limit_ms`, a second
+//! message to one recipient too soon is refused with 131056.
 //!
 //! Status webhooks leave as `POST` to the configured webhook URL in Meta's
 //! envelope (`entry[].changes[].value.statuses[]`), signed
@@ -18,8 +19,10 @@
 //! the faults (see [`control_routes`](crate::http_util::sim::control_routes)). [`carrier_config`] is the
 //! [`WhatsappConfig`] that talks to this simulator.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
@@ -80,6 +83,9 @@ pub struct WhatsappSimConfig {
     pub outcomes: WhatsappOutcomes,
     /// Error code in `failed` statuses.
     pub failure_code: i64,
+    /// If set, a second message to the same recipient within this many ms
+    /// is refused with 131056 (pair rate limit), as Meta does.
+    pub pair_rate_limit_ms: Option<u64>,
     pub faults: Faults,
     /// Seed for repeatable random choices.
     pub seed: Option<u64>,
@@ -102,6 +108,7 @@ impl Default for WhatsappSimConfig {
             read_after_ms: 200,
             outcomes: WhatsappOutcomes::default(),
             failure_code: 131026,
+            pair_rate_limit_ms: None,
             faults: Faults {
                 error_code: "131026".into(),
                 ..Faults::default()
@@ -132,6 +139,33 @@ pub fn carrier_config(base_url: &str, sim: &WhatsappSimConfig) -> WhatsappConfig
 struct State {
     config: WhatsappSimConfig,
     queue: CallbackQueue,
+    /// Last accepted send per recipient, for the pair rate limit.
+    last_send: Mutex<HashMap<String, Instant>>,
+}
+
+/// Recipients remembered for the pair rate limit before old ones are pruned.
+const PAIR_MEMORY: usize = 10_000;
+
+impl State {
+    /// Whether a send to `wa_id` now breaks the pair rate limit; records the
+    /// send when it does not.
+    fn pair_limited(&self, wa_id: &str) -> bool {
+        let Some(window) = self.config.pair_rate_limit_ms.map(Duration::from_millis) else {
+            return false;
+        };
+        let mut last = self.last_send.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last.len() >= PAIR_MEMORY {
+            last.retain(|_, at| now.duration_since(*at) < window);
+        }
+        match last.get(wa_id) {
+            Some(at) if now.duration_since(*at) < window => true,
+            _ => {
+                last.insert(wa_id.to_owned(), now);
+                false
+            }
+        }
+    }
 }
 
 /// Start the simulator on `config.bind` inside the current tokio runtime.
@@ -140,7 +174,11 @@ pub async fn start(config: WhatsappSimConfig) -> std::io::Result<Handle> {
     let (queue, queue_task) = CallbackQueue::start(core.clone());
     let workers = config.workers.max(1);
     let bind = config.bind;
-    let state = web::Data::new(State { config, queue });
+    let state = web::Data::new(State {
+        config,
+        queue,
+        last_send: Mutex::new(HashMap::new()),
+    });
     let core_data = web::Data::from(core.clone());
     let server = HttpServer::new(move || {
         App::new()
@@ -292,6 +330,15 @@ async fn send(
             return meta_error(status, code, "Injected error", "simulated failure");
         }
         Decision::Accept { .. } => {}
+    }
+    if state.pair_limited(&wa_id) {
+        core.with_stats(|s| s.throttled += 1);
+        return meta_error(
+            400,
+            131056,
+            "(Business Account, Consumer Account) pair rate limit hit",
+            "too many messages to this recipient in a short time",
+        );
     }
 
     let wamid = format!("wamid.HBgL{}", core.random_hex(18).to_uppercase());
