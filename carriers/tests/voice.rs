@@ -142,7 +142,14 @@ fn receipts(conn: &VoiceConnection, caught: &[Caught]) -> Vec<Receipt> {
                 .unwrap()
         })
         .collect();
-    receipts.sort_by_key(|r| r.done_at);
+    // Callbacks are due in order but may be acknowledged out of order on
+    // a busy machine: order them by the call's progress.
+    receipts.sort_by_key(|r| match r.state {
+        ReceiptState::Sent => 0,
+        ReceiptState::Ringing => 1,
+        ReceiptState::InProgress => 2,
+        _ => 3,
+    });
     receipts
 }
 
