@@ -189,8 +189,8 @@ pub struct HealthTracker {
     idle: Notify,
 }
 
-/// One submission in flight; dropping it without [`InFlight::finish`] counts
-/// as an abandoned request (the future was cancelled).
+/// One submission in flight. Dropping it without [`InFlight::finish`] (the
+/// submitting future was cancelled) only takes it off the in-flight count.
 #[derive(Debug)]
 pub struct InFlight<'a> {
     tracker: &'a HealthTracker,

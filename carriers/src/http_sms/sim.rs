@@ -13,7 +13,7 @@
 //! `delivered`, `undelivered`, `expired` or `rejected` by the outcome mix.
 //! [`carrier_config`] is the [`HttpSmsConfig`] that talks to this simulator.
 //! `GET /stats` serves [`SimStats`]; `GET`/`PUT /faults` read and change
-//! the faults (see [`control_routes`](crate::http_util::sim::control_routes)).
+//! the faults (see [`control_routes`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -17,7 +17,8 @@
 //! `completed` for an answered call; `ringing` then `busy` or `no-answer`;
 //! or `failed`, by the outcome mix and delays. `GET /stats` serves
 //! [`SimStats`]; `GET`/`PUT /faults` read and change the faults (see
-//! [`control_routes`](crate::http_util::sim::control_routes)). [`carrier_config`] is the [`VoiceConfig`] for this simulator.
+//! [`control_routes`]). [`carrier_config`] is the [`VoiceConfig`] for this
+//! simulator.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

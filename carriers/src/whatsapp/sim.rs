@@ -15,9 +15,9 @@
 //! envelope (`entry[].changes[].value.statuses[]`), signed
 //! `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app_secret, body)>`: `sent`,
 //! then `delivered` (and `read`) or `failed` with `errors[]`, by the outcome
-//! mix and delays. `GET /stats` serves [`SimStats`]; `GET`/`PUT /faults` read and change
-//! the faults (see [`control_routes`](crate::http_util::sim::control_routes)). [`carrier_config`] is the
-//! [`WhatsappConfig`] that talks to this simulator.
+//! mix and delays. `GET /stats` serves [`SimStats`]; `GET`/`PUT /faults`
+//! read and change the faults (see [`control_routes`]). [`carrier_config`]
+//! is the [`WhatsappConfig`] that talks to this simulator.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
