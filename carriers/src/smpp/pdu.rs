@@ -163,7 +163,8 @@ pub struct ShortMessage {
     pub replace_if_present_flag: u8,
     pub data_coding: u8,
     pub sm_default_msg_id: u8,
-    /// At most 254 octets (sm_length is one octet; 255 is reserved).
+    /// At most 254 octets by the spec (sm_length is one octet); longer
+    /// texts travel in message_payload or as several parts.
     pub short_message: Bytes,
     pub tlvs: Vec<Tlv>,
 }
@@ -354,7 +355,9 @@ impl Pdu {
                 out.put_u8(sm.replace_if_present_flag);
                 out.put_u8(sm.data_coding);
                 out.put_u8(sm.sm_default_msg_id);
-                let len = sm.short_message.len().min(254);
+                // sm_length is one octet: 0..=254 by the spec; 255 is
+                // written back if a peer sent it, so decode/encode agree.
+                let len = sm.short_message.len().min(255);
                 out.put_u8(len as u8);
                 out.put_slice(&sm.short_message[..len]);
                 put_tlvs(out, &sm.tlvs);
@@ -751,7 +754,10 @@ mod tests {
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
             let mut buf = BytesMut::from(&data[..]);
             while let Ok(Some(_)) = try_decode(&mut buf) {}
-            let _ = decode_frame(Bytes::from(data));
+            if let Ok(pdu) = decode_frame(Bytes::from(data)) {
+                // Whatever decodes re-encodes to the same PDU.
+                prop_assert_eq!(decode_frame(pdu.to_bytes()), Ok(pdu));
+            }
         }
 
         #[test]
@@ -764,7 +770,9 @@ mod tests {
                 if i >= 4 { data[i] = v; }
             }
             let cut = cut % (data.len() + 1);
-            let _ = decode_frame(Bytes::from(data.clone()));
+            if let Ok(pdu) = decode_frame(Bytes::from(data.clone())) {
+                prop_assert_eq!(decode_frame(pdu.to_bytes()), Ok(pdu));
+            }
             let mut buf = BytesMut::from(&data[..cut]);
             let _ = try_decode(&mut buf);
             let mut buf = BytesMut::from(&data[..]);

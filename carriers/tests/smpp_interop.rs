@@ -1,0 +1,192 @@
+//! Interop: Herald's SMPP client against an SMSC Herald did not write.
+//!
+//! The server is `smpp_interop_smsc.py`, whose PDUs are all encoded and
+//! decoded by the `smpp.pdu3` package from PyPI (Jasmin's PDU library). The
+//! test installs it into a virtualenv under the cargo target directory (or
+//! the system temp dir) and is skipped, with a message saying why, only when
+//! Python or the package cannot be installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use herald_carriers::smpp::{normalize_ref, ReceiptIdFormat, SmppClient, SmppConfig};
+use herald_carriers::{CarrierConnection, Channel, Content, ReceiptState, Submission};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
+
+const PACKAGE: &str = "smpp.pdu3==0.6";
+
+fn venv_dir() -> PathBuf {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("herald-smpp-interop-venv")
+}
+
+/// The venv's python with smpp.pdu3 importable, or why not.
+fn python_with_smpp_pdu() -> Result<PathBuf, String> {
+    let venv = venv_dir();
+    let python = venv.join("bin").join("python");
+    let importable = |py: &Path| {
+        std::process::Command::new(py)
+            .args(["-c", "import smpp.pdu.pdu_encoding"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if importable(&python) {
+        return Ok(python);
+    }
+    let run = |cmd: &mut std::process::Command| -> Result<(), String> {
+        let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{cmd:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    run(std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv))?;
+    run(std::process::Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        PACKAGE,
+    ]))?;
+    if importable(&python) {
+        Ok(python)
+    } else {
+        Err("smpp.pdu3 installed but not importable".into())
+    }
+}
+
+#[tokio::test]
+async fn binds_submits_and_gets_a_receipt_from_a_python_smsc() {
+    let python = match tokio::task::spawn_blocking(python_with_smpp_pdu)
+        .await
+        .expect("setup task")
+    {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("SKIPPED smpp interop test: cannot install {PACKAGE}: {why}");
+            return;
+        }
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smpp_interop_smsc.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python SMSC starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = next_line(&mut lines).await;
+    let port: u16 = first
+        .strip_prefix("PORT ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+
+    let (client, mut receipts) = SmppClient::connect(SmppConfig {
+        host: "127.0.0.1".into(),
+        port,
+        system_id: "herald".into(),
+        password: "secret".into(),
+        // The receipt text carries the id in decimal; the TLV in hex.
+        receipt_id_format: ReceiptIdFormat::HexInRespDecimalInReceipt,
+        request_timeout: Duration::from_secs(10),
+        enquire_link_interval: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await
+    .expect("binds to the python SMSC");
+
+    let texts = ["Hello from Herald", "Muraho ✓ ж"];
+    let mut refs = Vec::new();
+    for (i, body) in texts.iter().enumerate() {
+        let sent = client
+            .submit(Submission {
+                message_id: format!("msg_interop_{i}"),
+                channel: Channel::Sms,
+                to: "+250788123456".into(),
+                from: "Herald".into(),
+                content: Content::Text {
+                    body: (*body).into(),
+                },
+                validity: None,
+                receipts: true,
+            })
+            .await
+            .expect("submitted");
+        assert_eq!(sent.carrier_refs.len(), 1);
+        refs.push(sent.carrier_refs[0].clone());
+    }
+    assert_eq!(
+        refs,
+        vec![normalize_ref("00000A1B"), normalize_ref("00000A1C")]
+    );
+
+    for expected in &refs {
+        let r = tokio::time::timeout(Duration::from_secs(10), receipts.recv())
+            .await
+            .expect("receipt in time")
+            .expect("receipt channel open");
+        assert_eq!(&r.carrier_ref, expected);
+        assert_eq!(r.state, ReceiptState::Delivered);
+    }
+
+    // Outlive a few enquire_links (answered by the python side).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(client.health().bound);
+    client.close().await;
+
+    // What the python SMSC decoded from our PDUs.
+    let mut submits = Vec::new();
+    let mut resps = 0;
+    loop {
+        let line = next_line(&mut lines).await;
+        if line == "UNBIND" {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("SUBMIT ") {
+            submits.push(rest.to_owned());
+        } else if line.starts_with("DELIVER_SM_RESP ESME_ROK") {
+            resps += 1;
+        }
+    }
+    assert_eq!(resps, 2);
+    assert_eq!(submits.len(), 2);
+    let gsm: Vec<&str> = submits[0].split(' ').collect();
+    assert_eq!(gsm[0], "250788123456");
+    assert_eq!(gsm[1], "SMSC_DEFAULT_ALPHABET");
+    assert_eq!(gsm[3], hex(b"Hello from Herald"));
+    let ucs2: Vec<&str> = submits[1].split(' ').collect();
+    assert_eq!(ucs2[1], "UCS2");
+    let utf16: Vec<u8> = "Muraho ✓ ж"
+        .encode_utf16()
+        .flat_map(u16::to_be_bytes)
+        .collect();
+    assert_eq!(ucs2[3], hex(&utf16));
+    let _ = child.kill().await;
+}
+
+async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
+    tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the python SMSC answers in time")
+        .expect("stdout readable")
+        .expect("the python SMSC is running")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
