@@ -632,3 +632,62 @@ async fn http_control_endpoint() {
     client.close().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_timed_out_submit_keeps_its_window_slot() {
+    let sim = sim(sim_config(Behaviour {
+        latency_ms: 400,
+        receipts: false,
+        ..Default::default()
+    }))
+    .await;
+    let (client, _rx) = connect(SmppConfig {
+        window: 1,
+        request_timeout: Duration::from_millis(100),
+        ..client_config(&sim)
+    })
+    .await;
+    match client.submit(sms(1, "slow")).await {
+        Err(CarrierError::Temporary { code, .. }) => assert_eq!(code, "timeout"),
+        other => panic!("{other:?}"),
+    }
+    // The SMSC has not answered the first one yet: no slot for a second.
+    match client.submit(sms(2, "blocked")).await {
+        Err(CarrierError::Temporary { code, .. }) => assert_eq!(code, "window_timeout"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.health().in_flight, 1);
+    assert_eq!(sim.stats().submit_sm, 1);
+    // Once the late answer arrives the slot is free again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(client.health().in_flight, 0);
+    sim.update_behaviour(|b| b.latency_ms = 0);
+    client.submit(sms(3, "fine")).await.unwrap();
+    assert_eq!(sim.stats().max_in_flight, 1);
+    client.close().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_sim_records_order_and_duplicates() {
+    let sim = sim(sim_config(Behaviour {
+        receipts: false,
+        ..Default::default()
+    }))
+    .await;
+    let (client, _rx) = connect(SmppConfig {
+        window: 1,
+        ..client_config(&sim)
+    })
+    .await;
+    for n in [1, 2, 2, 3] {
+        client.submit(sms(n, &format!("n={n}"))).await.unwrap();
+    }
+    let got = sim.received();
+    let texts: Vec<_> = got.iter().map(|r| r.text.as_str()).collect();
+    assert_eq!(texts, ["n=1", "n=2", "n=2", "n=3"]);
+    let ids: HashSet<_> = got.iter().map(|r| r.message_id.clone()).collect();
+    assert_eq!(ids.len(), 4, "every submit gets its own id");
+    client.close().await;
+    sim.shutdown().await;
+}

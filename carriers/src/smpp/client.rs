@@ -650,7 +650,7 @@ async fn reader(mut rd: OwnedReadHalf, inner: Arc<Inner>, receipts: mpsc::Sender
     loop {
         loop {
             match pdu::try_decode(&mut buf) {
-                Ok(Some(pdu)) => handle(&inner, &receipts, pdu).await,
+                Ok(Some(pdu)) => handle(&inner, &receipts, &mut shutdown, pdu).await,
                 Ok(None) => break,
                 Err(PduError::Body {
                     command_id,
@@ -697,7 +697,12 @@ async fn reader(mut rd: OwnedReadHalf, inner: Arc<Inner>, receipts: mpsc::Sender
     }
 }
 
-async fn handle(inner: &Inner, receipts: &mpsc::Sender<Receipt>, pdu: Pdu) {
+async fn handle(
+    inner: &Inner,
+    receipts: &mpsc::Sender<Receipt>,
+    shutdown: &mut watch::Receiver<bool>,
+    pdu: Pdu,
+) {
     let seq = pdu.sequence;
     match pdu.body {
         Body::GenericNack => inner.complete(pdu),
@@ -712,7 +717,13 @@ async fn handle(inner: &Inner, receipts: &mpsc::Sender<Receipt>, pdu: Pdu) {
             if sm.is_delivery_receipt() {
                 match receipt_from_deliver_sm(&sm, inner.config.receipt_id_format) {
                     Some(r) => {
-                        if receipts.send(r).await.is_err() {
+                        // A full channel holds the reader (backpressure on
+                        // the SMSC), but never past the connection's end.
+                        let handed_over = tokio::select! {
+                            sent = receipts.send(r) => sent.is_ok(),
+                            _ = shutdown.wait_for(|&d| d) => return,
+                        };
+                        if !handed_over {
                             // Nobody takes receipts any more: let the SMSC
                             // keep it and retry later.
                             st = status::ESME_RX_T_APPN;
