@@ -30,6 +30,7 @@ pub fn broker(config: &Config) -> Broker {
         prefix: config.broker.prefix.clone(),
         shards: config.broker.shards,
         timeout: Duration::from_millis(config.broker.timeout_ms),
+        confirm_timeout: Duration::from_millis(config.broker.confirm_timeout_ms),
     })
 }
 

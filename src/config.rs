@@ -98,6 +98,7 @@ pub struct BrokerSection {
     pub prefix: String,
     pub shards: u16,
     pub timeout_ms: u64,
+    pub confirm_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,6 +168,28 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// Name each failing key in lowercase dotted form (`http.port`), whichever
+/// layer it came from.
+fn describe(errors: figment::Error) -> ConfigError {
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_lowercase();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("key `{key}`: {}{source}", e.kind)
+            }
+        })
+        .collect();
+    ConfigError::Invalid(lines.join("; "))
+}
+
 impl Config {
     /// Load `default.toml`, then `<profile>.toml`, then the environment, from
     /// `dir` (normally `./config`, or `HERALD_CONFIG_DIR`).
@@ -192,9 +215,9 @@ impl Config {
         let config: Config = Figment::new()
             .merge(Toml::file(&default))
             .merge(Toml::file(&profile_file))
-            .merge(Env::prefixed("HERALD__").split("__"))
+            .merge(Env::prefixed("HERALD__").split("__").lowercase(true))
             .extract()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            .map_err(describe)?;
         config.validate()?;
         Ok(config)
     }

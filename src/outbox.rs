@@ -83,6 +83,9 @@ async fn run(
     }
 }
 
+/// Tries at recording a confirmed publish before leaving it to the sweep.
+const MARK_ATTEMPTS: u64 = 5;
+
 /// Messages per publish round on the fast path.
 const FAST_BATCH: usize = 2000;
 
@@ -107,10 +110,16 @@ async fn fast_path(
     match broker.publish_confirmed(&outgoing).await {
         Ok(()) => {
             let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
-            if let Err(e) = store.mark_published(&ids).await {
-                // They will be published again by a sweep: harmless, since
-                // consumers are idempotent on message ids.
-                tracing::warn!(error = %e, "could not mark messages published");
+            let mut attempt = 0;
+            while let Err(e) = store.mark_published(&ids).await {
+                attempt += 1;
+                if attempt == MARK_ATTEMPTS {
+                    // A later sweep publishes them again: a duplicate that
+                    // consumers absorb (they are idempotent on message ids).
+                    tracing::warn!(error = %e, "could not mark messages published");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
             }
             telemetry::outbox_published("fast", messages.len());
         }

@@ -118,9 +118,16 @@ fn strip_position(message: &str) -> &str {
     message.split(" at line ").next().unwrap_or(message)
 }
 
-/// Deserialize a JSON value into `T`, naming the offending field on error
-/// (422): missing, unknown, wrong type or invalid value.
+/// Deserialize a JSON object into the request struct `T`, naming the
+/// offending field on error (422): missing, unknown, wrong type or invalid value.
 pub fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::invalid(
+            "invalid_type",
+            "body",
+            "the request body must be a JSON object",
+        ));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();

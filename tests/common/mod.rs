@@ -26,12 +26,12 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> TestEnv {
-        let name = format!("herald_t_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let mut vars = HashMap::new();
-        vars.insert(
-            "HERALD__DATABASE__URL".into(),
-            format!("{PG}/{name}"),
+        let name = format!(
+            "herald_t_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
+        let mut vars = HashMap::new();
+        vars.insert("HERALD__DATABASE__URL".into(), format!("{PG}/{name}"));
         vars.insert("HERALD__BROKER__URL".into(), AMQP.into());
         vars.insert("HERALD__BROKER__PREFIX".into(), name.clone());
         vars.insert("HERALD__BROKER__SHARDS".into(), SHARDS.to_string());
@@ -55,6 +55,7 @@ impl TestEnv {
             prefix: self.name.clone(),
             shards: SHARDS,
             timeout: Duration::from_secs(5),
+            confirm_timeout: Duration::from_secs(15),
         })
     }
 
@@ -72,7 +73,10 @@ impl TestEnv {
     pub fn create_tenant(&self, name: &str, extra: &[&str]) -> (String, String) {
         let mut args = vec!["tenant", "create", "--name", name];
         args.extend_from_slice(extra);
-        let out = self.command(&args).output().expect("run herald tenant create");
+        let out = self
+            .command(&args)
+            .output()
+            .expect("run herald tenant create");
         assert!(
             out.status.success(),
             "tenant create failed: {}",
@@ -157,7 +161,8 @@ impl Drop for TestEnv {
                             .await
                             .unwrap_or_default();
                         if !keys.is_empty() {
-                            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+                            let _: Result<(), _> =
+                                redis::cmd("DEL").arg(keys).query_async(&mut c).await;
                         }
                     }
                 }
@@ -234,7 +239,10 @@ impl Herald {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "herald did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "herald did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

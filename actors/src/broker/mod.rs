@@ -49,8 +49,12 @@ pub struct BrokerConfig {
     pub prefix: String,
     /// Number of ingress shards (`herald.ingress.0` … `herald.ingress.<n-1>`).
     pub shards: u16,
-    /// Timeout of one connection attempt and of one confirm wait.
+    /// Timeout of one connection attempt.
     pub timeout: Duration,
+    /// Longest wait for the publisher confirms of one batch. Past it the
+    /// batch counts as failed and is published again later, so keep it well
+    /// above the broker's worst confirm latency under load.
+    pub confirm_timeout: Duration,
 }
 
 /// One message to publish: exchange-relative routing key and JSON body.

@@ -1,0 +1,256 @@
+//! Faults on the send path: RabbitMQ unreachable, PostgreSQL unreachable,
+//! SIGTERM under load. Connections are cut with a TCP proxy the test
+//! controls, never by stopping the shared services.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::{client, eventually, sms, Herald, TestEnv};
+use serde_json::Value;
+
+async fn send(url: &str, key: &str, i: usize) -> reqwest::Response {
+    client()
+        .post(format!("{url}/v1/messages"))
+        .bearer_auth(key)
+        .json(&sms("+250788123456", &format!("fault test {i}")))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn unpublished(env: &TestEnv) -> i64 {
+    env.db()
+        .await
+        .query_one(
+            "SELECT count(*) FROM messages WHERE published_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_unreachable_then_back_publishes_every_message_once() {
+    let env = TestEnv::new();
+    let (_, key) = env.create_tenant("acme", &["--rate", "100000"]);
+    let rabbit: SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    let proxy = Proxy::start(rabbit).await;
+    let herald = Herald::start_with(
+        &env,
+        &[(
+            "HERALD__BROKER__URL",
+            format!("amqp://guest:guest@{}/%2f", proxy.addr),
+        )],
+    );
+
+    // Healthy: one message goes straight through.
+    let res = send(&herald.url, &key, 0).await;
+    assert_eq!(res.status(), 202);
+    let first: Value = res.json().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            unpublished(&env).await == 0
+        })
+        .await
+    );
+
+    proxy.cut();
+    let mut accepted = vec![first["id"].as_str().unwrap().to_owned()];
+    for i in 1..=20 {
+        let res = send(&herald.url, &key, i).await;
+        assert_eq!(res.status(), 202, "accepting does not need RabbitMQ");
+        let v: Value = res.json().await.unwrap();
+        accepted.push(v["id"].as_str().unwrap().to_owned());
+    }
+    // readyz names the broker.
+    let ready = client()
+        .get(format!("{}/readyz", herald.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["failing"], serde_json::json!(["rabbitmq"]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        unpublished(&env).await,
+        20,
+        "held in the outbox while RabbitMQ is away"
+    );
+
+    proxy.restore();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            unpublished(&env).await == 0
+        })
+        .await,
+        "the outbox drained after RabbitMQ came back; log:\n{}",
+        herald.log()
+    );
+    let queued = env.drain_ingress().await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for q in &queued {
+        *counts
+            .entry(q["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        queued.len(),
+        21,
+        "each message published once: {counts:?}\nlog:\n{}",
+        herald.log()
+    );
+    assert_eq!(
+        counts.keys().cloned().collect::<HashSet<_>>(),
+        accepted.into_iter().collect::<HashSet<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unreachable_answers_503_then_recovers() {
+    let env = TestEnv::new();
+    let (_, key) = env.create_tenant("acme", &["--rate", "100000"]);
+    let pg: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let proxy = Proxy::start(pg).await;
+    let via_proxy = env
+        .database_url()
+        .replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let herald = Herald::start_with(&env, &[("HERALD__DATABASE__URL", via_proxy)]);
+
+    assert_eq!(send(&herald.url, &key, 0).await.status(), 202);
+    proxy.cut();
+    let started = Instant::now();
+    let res = send(&herald.url, &key, 1).await;
+    assert_eq!(res.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "503 comes promptly"
+    );
+    assert!(res.headers().contains_key("retry-after"));
+    let err: Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "service_unavailable");
+    let ready = client()
+        .get(format!("{}/readyz", herald.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["failing"], serde_json::json!(["postgres"]));
+
+    proxy.restore();
+    let recovered = eventually(Duration::from_secs(20), || async {
+        send(&herald.url, &key, 2).await.status() == 202
+    })
+    .await;
+    assert!(recovered, "accepting again once PostgreSQL is back");
+    let count: i64 = env
+        .db()
+        .await
+        .query_one("SELECT count(*) FROM messages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2, "the refused request stored nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_loses_no_accepted_message() {
+    let env = TestEnv::new();
+    let (_, key) = env.create_tenant("acme", &["--rate", "100000"]);
+    let mut herald = env.start();
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let http = client();
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let accepted = accepted.clone();
+        let http = http.clone();
+        let url = format!("{}/v1/messages", herald.url);
+        let key = key.clone();
+        workers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let res = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&sms("+250788123456", &format!("w{w} m{i}")))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == 202 => {
+                        let v: Value = r.json().await.unwrap();
+                        accepted
+                            .lock()
+                            .unwrap()
+                            .push(v["id"].as_str().unwrap().to_owned());
+                    }
+                    Ok(r) => assert!(
+                        r.status() == 503,
+                        "only 202, or 503 while stopping: {}",
+                        r.status()
+                    ),
+                    Err(_) => return, // the server is gone
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = accepted.lock().unwrap().len();
+    assert!(before > 0, "load was flowing");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = herald.terminate(Duration::from_secs(30));
+        (s, herald)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status.0.code(),
+        Some(0),
+        "clean exit; log:\n{}",
+        status.1.log()
+    );
+    for w in workers {
+        w.await.unwrap();
+    }
+    let accepted: Vec<String> = accepted.lock().unwrap().clone();
+    let db = env.db().await;
+    let stored: HashSet<String> = db
+        .query("SELECT id FROM messages", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing: Vec<&String> = accepted.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(missing.is_empty(), "accepted but not stored: {missing:?}");
+
+    // Start again: whatever was committed but not yet published goes out, once.
+    let _again = env.start();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            unpublished(&env).await == 0
+        })
+        .await
+    );
+    let queued = env.drain_ingress().await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for q in &queued {
+        *counts
+            .entry(q["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for id in &accepted {
+        assert_eq!(counts.get(id), Some(&1), "{id} queued exactly once");
+    }
+    assert_eq!(queued.len(), stored.len(), "nothing queued twice");
+    eprintln!(
+        "accepted {} messages ({} before SIGTERM), all stored and queued once",
+        accepted.len(),
+        before
+    );
+}
