@@ -6,14 +6,16 @@ use common::{client, TestEnv};
 use serde_json::{json, Value};
 
 /// (what, content type, raw body, status, code, field)
-fn cases() -> Vec<(
+type Case = (
     &'static str,
     &'static str,
     String,
     u16,
     &'static str,
     Option<&'static str>,
-)> {
+);
+
+fn cases() -> Vec<Case> {
     let ok = json!({"channel":"sms","to":"+250788123456","from":"HERALD","body":"hi"});
     let with = |k: &str, v: Value| {
         let mut b = ok.clone();
