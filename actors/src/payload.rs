@@ -4,7 +4,7 @@
 //! queue can hold them.
 
 use chrono::{DateTime, Utc};
-use herald_carriers::{Channel, Content};
+use herald_carriers::{Channel, Content, Receipt};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{MessageId, TenantId};
@@ -64,6 +64,85 @@ impl IngressTask {
             IngressTask::SubmitV1(m) => &m.id,
         }
     }
+}
+
+/// A message handed to one carrier connection's queue
+/// (`herald.carrier.<connection id>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub envelope: MessageEnvelope,
+    /// The route that chose this connection.
+    pub route: String,
+    /// Delivery attempts made so far (0 on the first).
+    pub attempt: u32,
+    /// Connections this message must not go to again (re-routed away from
+    /// an open breaker).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// A task on a carrier connection's queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum CarrierTask {
+    #[serde(rename = "deliver.v1")]
+    DeliverV1(Delivery),
+}
+
+/// A carrier's error, normalised, with its raw code and text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventError {
+    /// Herald's code: `no_route`, `throttled`, `temporary`, `permanent`,
+    /// `connection_lost`, `expired`, `retries_exhausted`, `channel_not_allowed`.
+    pub code: String,
+    /// The carrier's raw code, when there is one.
+    pub carrier_code: Option<String>,
+    pub text: String,
+}
+
+/// A status change of one message, produced by an actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    /// Unique per event; the projector ignores an id it has seen (redelivery).
+    pub event_id: String,
+    pub message_id: MessageId,
+    pub tenant_id: TenantId,
+    /// Herald status: `sending`, `sent`, `failed`, `expired`, …
+    pub status: String,
+    /// The carrier connection involved.
+    pub carrier: Option<String>,
+    /// The carrier's references, one per part, when `sent`.
+    #[serde(default)]
+    pub carrier_refs: Vec<String>,
+    pub error: Option<EventError>,
+    pub at: DateTime<Utc>,
+}
+
+/// A receipt (delivery report, status callback) from a carrier, not yet
+/// matched to a message: the projector correlates `carrier` +
+/// `receipt.carrier_ref` with the references recorded by `sent` events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptEvent {
+    pub event_id: String,
+    /// The carrier connection (or callback endpoint) it came from.
+    pub carrier: String,
+    pub receipt: Receipt,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A task on `herald.events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum EventTask {
+    #[serde(rename = "status.v1")]
+    StatusV1(StatusEvent),
+    #[serde(rename = "receipt.v1")]
+    ReceiptV1(ReceiptEvent),
+}
+
+/// A new unique event id.
+pub fn new_event_id() -> String {
+    format!("evt_{}", uuid::Uuid::now_v7().simple())
 }
 
 #[cfg(test)]

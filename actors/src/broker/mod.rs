@@ -8,6 +8,7 @@
 //! error rather than one timeout each). The topology is declared, idempotently,
 //! on every new connection.
 
+mod consumer;
 mod topology;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
+pub use consumer::Incoming;
 pub use topology::Topology;
 
 /// Minimum time between two connection attempts after a failure.

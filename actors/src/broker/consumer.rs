@@ -1,0 +1,119 @@
+//! Consuming a queue that survives broker restarts.
+//!
+//! [`Broker::subscribe`] starts a task that owns its own connection and
+//! channel, consumes one queue with a prefetch limit and forwards each
+//! delivery as an [`Incoming`]. When the connection drops it reconnects with
+//! back-off and consumes again; deliveries not yet acknowledged are
+//! redelivered by RabbitMQ, so the consumer must be idempotent. The task ends
+//! when the receiving side is dropped.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::Acker;
+use lapin::{Connection, ConnectionProperties};
+use tokio::sync::mpsc;
+
+use super::{Broker, BrokerError};
+
+/// Longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One delivery from a queue. Acknowledge it only after the next durable
+/// step; dropping it without acknowledging leaves it unacknowledged until the
+/// channel closes, then RabbitMQ redelivers it.
+pub struct Incoming {
+    pub body: Vec<u8>,
+    /// RabbitMQ delivered this before (to us or another consumer).
+    pub redelivered: bool,
+    acker: Acker,
+}
+
+impl Incoming {
+    /// Done with it: RabbitMQ forgets it.
+    pub async fn ack(&self) -> Result<(), BrokerError> {
+        self.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Give it back to the queue, to be delivered again.
+    pub async fn requeue(&self) -> Result<(), BrokerError> {
+        self.acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+impl Broker {
+    /// Consume `queue` with at most `prefetch` unacknowledged deliveries,
+    /// reconnecting as needed. The queue must exist (declared with the
+    /// topology or by its owner).
+    pub fn subscribe(&self, queue: String, prefetch: u16) -> mpsc::Receiver<Incoming> {
+        let (tx, rx) = mpsc::channel(usize::from(prefetch.max(1)));
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                if tx.is_closed() {
+                    return;
+                }
+                match broker.consume_until_lost(&queue, prefetch, &tx).await {
+                    Ok(()) => return, // receiver gone
+                    Err(e) => {
+                        tracing::warn!(target: "herald::broker", %queue, error = %e,
+                            "consumer lost; reconnecting");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    async fn consume_until_lost(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        tx: &mpsc::Sender<Incoming>,
+    ) -> Result<(), BrokerError> {
+        let connect = Connection::connect(&self.inner.config.url, ConnectionProperties::default());
+        let connection = tokio::time::timeout(self.inner.config.timeout, connect)
+            .await
+            .map_err(|_| BrokerError::Unreachable("connection attempt timed out".into()))?
+            .map_err(|e| BrokerError::Unreachable(e.to_string()))?;
+        let channel = connection.create_channel().await?;
+        self.inner.topology.declare(&channel).await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::debug!(target: "herald::broker", %queue, prefetch, "consuming");
+        while let Some(delivery) = consumer.next().await {
+            let delivery = delivery?;
+            let incoming = Incoming {
+                body: delivery.data,
+                redelivered: delivery.redelivered,
+                acker: delivery.acker,
+            };
+            if tx.send(incoming).await.is_err() {
+                let _ = connection.close(200, "consumer stopped".into()).await;
+                return Ok(());
+            }
+        }
+        Err(BrokerError::Unreachable("consumer stream ended".into()))
+    }
+}
