@@ -218,7 +218,7 @@ async fn dropped_connection_fails_in_flight_promptly() {
         ..Default::default()
     }))
     .await;
-    let interval = Duration::from_millis(500);
+    let interval = Duration::from_millis(1000);
     let (client, mut rx) = connect(SmppConfig {
         enquire_link_interval: interval,
         enquire_link_timeout: Duration::from_millis(300),
@@ -277,7 +277,7 @@ async fn stalled_smsc_is_detected_by_enquire_link() {
     );
     let took = started.elapsed();
     assert!(
-        took <= interval + timeout + Duration::from_millis(200),
+        took <= interval + timeout + Duration::from_millis(500),
         "took {took:?}"
     );
     assert_eq!(client.lost().await, "enquire_link unanswered");
@@ -493,7 +493,7 @@ async fn three_part_ucs2_message() {
 #[tokio::test]
 async fn early_receipt_is_still_delivered() {
     let sim = sim(sim_config(Behaviour {
-        latency_ms: 100,
+        latency_ms: 500,
         early_receipt: true,
         ..Default::default()
     }))
@@ -545,7 +545,7 @@ async fn answers_the_smscs_enquire_link_and_unbinds_on_close() {
     }))
     .await;
     let (client, _rx) = connect(client_config(&sim)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(sim.stats().enquire_link_resp >= 3);
     client.close().await;
     assert_eq!(sim.stats().unbind, 1);
@@ -689,5 +689,72 @@ async fn the_sim_records_order_and_duplicates() {
     let ids: HashSet<_> = got.iter().map(|r| r.message_id.clone()).collect();
     assert_eq!(ids.len(), 4, "every submit gets its own id");
     client.close().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_submit_has_one_outcome_and_every_ref_one_receipt() {
+    let sim = sim(sim_config(Behaviour {
+        latency_ms: 1,
+        error_rate: 0.1,
+        receipt_delay_ms: 2,
+        outcomes: OutcomeMix {
+            delivered: 3,
+            undelivered: 1,
+            expired: 1,
+            rejected: 1,
+        },
+        ..Default::default()
+    }))
+    .await;
+    let (client, mut rx) = connect(SmppConfig {
+        window: 50,
+        ..client_config(&sim)
+    })
+    .await;
+    let total = 2000;
+    let mut tasks = Vec::new();
+    for n in 0..total {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every 10th message is long: 2 GSM-7 parts.
+            let body = if n % 10 == 0 {
+                "x".repeat(200)
+            } else {
+                format!("m{n}")
+            };
+            c.submit(sms(n, &body)).await
+        }));
+    }
+    let mut refs = HashSet::new();
+    let mut failed = 0u64;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(s) => {
+                for r in s.carrier_refs {
+                    assert!(refs.insert(r), "duplicate carrier ref");
+                }
+            }
+            Err(CarrierError::Temporary { .. }) => failed += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    let stats = sim.stats();
+    let parts_sent = total as u64 + total as u64 / 10;
+    assert_eq!(stats.submit_sm, parts_sent);
+    assert!(failed > 0);
+    // Receipts: one per accepted part, including accepted parts of messages
+    // whose other part failed.
+    let expected = stats.submit_sm_ok as usize;
+    let got = receipts(&mut rx, expected).await;
+    let receipt_refs: HashSet<_> = got.iter().map(|r| r.carrier_ref.clone()).collect();
+    assert_eq!(receipt_refs.len(), expected, "no duplicate receipts");
+    assert!(refs.is_subset(&receipt_refs));
+    assert!(stats.max_in_flight <= 50);
+    assert!(tokio::time::timeout(Duration::from_millis(100), rx.recv())
+        .await
+        .is_err());
+    client.close().await;
+    assert_eq!(sim.stats().deliver_sm_resp, expected as u64);
     sim.shutdown().await;
 }
