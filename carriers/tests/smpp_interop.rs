@@ -1,21 +1,27 @@
-//! Interop: Herald's SMPP client against an SMSC Herald did not write.
+//! Interop with SMPP code Herald did not write, both ways:
 //!
-//! The server is `smpp_interop_smsc.py`, whose PDUs are all encoded and
-//! decoded by the `smpp.pdu3` package from PyPI (Jasmin's PDU library). The
-//! test installs it into a virtualenv under the cargo target directory (or
-//! the system temp dir) and is skipped, with a message saying why, only when
-//! Python or the package cannot be installed.
+//! * Herald's client against `smpp_interop_smsc.py`, whose PDUs are all
+//!   encoded and decoded by the `smpp.pdu3` package from PyPI (Jasmin's PDU
+//!   library);
+//! * Herald's SMSC simulator against `smpp_interop_esme.py`, an ESME built on
+//!   the `smpplib` package from PyPI.
+//!
+//! The packages are installed into a virtualenv under `$CARGO_TARGET_DIR`
+//! (or the system temp dir); a test is skipped, with a message saying why,
+//! only when Python or the packages cannot be installed.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use herald_carriers::smpp::{normalize_ref, ReceiptIdFormat, SmppClient, SmppConfig};
+use herald_carriers::smpp::{
+    normalize_ref, ReceiptIdFormat, SmppClient, SmppConfig, SmscConfig, SmscSim,
+};
 use herald_carriers::{CarrierConnection, Channel, Content, ReceiptState, Submission};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 
-const PACKAGE: &str = "smpp.pdu3==0.6";
+const PACKAGES: [&str; 2] = ["smpp.pdu3==0.6", "smpplib==2.2.4"];
 
 fn venv_dir() -> PathBuf {
     let base = std::env::var_os("CARGO_TARGET_DIR")
@@ -24,13 +30,16 @@ fn venv_dir() -> PathBuf {
     base.join("herald-smpp-interop-venv")
 }
 
-/// The venv's python with smpp.pdu3 importable, or why not.
+/// The venv's python with smpp.pdu3 and smpplib importable, or why not.
+/// Tests run in parallel: a lock file keeps one installer at a time.
 fn python_with_smpp_pdu() -> Result<PathBuf, String> {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
     let venv = venv_dir();
     let python = venv.join("bin").join("python");
     let importable = |py: &Path| {
         std::process::Command::new(py)
-            .args(["-c", "import smpp.pdu.pdu_encoding"])
+            .args(["-c", "import smpp.pdu.pdu_encoding, smpplib.client"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -54,18 +63,13 @@ fn python_with_smpp_pdu() -> Result<PathBuf, String> {
     run(std::process::Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv))?;
-    run(std::process::Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "--disable-pip-version-check",
-        PACKAGE,
-    ]))?;
+    run(std::process::Command::new(&python)
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .args(PACKAGES))?;
     if importable(&python) {
         Ok(python)
     } else {
-        Err("smpp.pdu3 installed but not importable".into())
+        Err("packages installed but not importable".into())
     }
 }
 
@@ -77,7 +81,7 @@ async fn binds_submits_and_gets_a_receipt_from_a_python_smsc() {
     {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("SKIPPED smpp interop test: cannot install {PACKAGE}: {why}");
+            eprintln!("SKIPPED smpp interop test: cannot install {PACKAGES:?}: {why}");
             return;
         }
     };
@@ -177,6 +181,84 @@ async fn binds_submits_and_gets_a_receipt_from_a_python_smsc() {
         .collect();
     assert_eq!(ucs2[3], hex(&utf16));
     let _ = child.kill().await;
+}
+
+#[tokio::test]
+async fn an_smpplib_esme_against_the_simulator() {
+    let python = match tokio::task::spawn_blocking(python_with_smpp_pdu)
+        .await
+        .expect("setup task")
+    {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("SKIPPED smpp interop test: cannot install {PACKAGES:?}: {why}");
+            return;
+        }
+    };
+    let sim = SmscSim::start(SmscConfig {
+        credentials: vec![("herald".into(), "secret".into())],
+        ..Default::default()
+    })
+    .await
+    .expect("simulator starts");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smpp_interop_esme.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .arg(sim.addr().port().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python ESME starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut sent = Vec::new();
+    let mut receipts = Vec::new();
+    loop {
+        let line = next_line(&mut lines).await;
+        if line == "DONE" {
+            break;
+        }
+        let fields: Vec<&str> = line.splitn(4, ' ').collect();
+        match fields[0] {
+            "SENT" => sent.push(fields[1].to_owned()),
+            "RECEIPT" => receipts.push((
+                fields[1].to_owned(),
+                fields[2].to_owned(),
+                fields[3].to_owned(),
+            )),
+            _ => panic!("unexpected line {line:?}"),
+        }
+    }
+    let received = sim.received();
+    // One GSM-7 message and a long UCS-2 one that smpplib split into UDH parts.
+    assert!(received.len() >= 3, "{received:?}");
+    assert_eq!(sent.len(), received.len());
+    assert_eq!(received[0].text, "Hello from smpplib");
+    let reference = received[1].concat.expect("UDH").0;
+    let parts = received.len() - 1;
+    for (i, r) in received[1..].iter().enumerate() {
+        assert_eq!(r.data_coding, 8);
+        assert_eq!(r.concat, Some((reference, parts as u8, i as u8 + 1)));
+    }
+    let long: String = received[1..].iter().map(|r| r.text.as_str()).collect();
+    assert_eq!(long, "Муракозе! ".repeat(20));
+    // Every receipt names a message id the simulator answered, once.
+    let mut ids: Vec<String> = received.iter().map(|r| r.message_id.clone()).collect();
+    assert_eq!(sent, ids);
+    let mut receipted: Vec<String> = receipts.iter().map(|r| r.0.clone()).collect();
+    ids.sort();
+    receipted.sort();
+    assert_eq!(ids, receipted);
+    for (id, state, text) in &receipts {
+        assert_eq!(state, "2", "DELIVERED");
+        assert!(text.starts_with(&format!("id:{id} ")), "{text}");
+        assert!(text.contains("stat:DELIVRD"), "{text}");
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.deliver_sm_resp, received.len() as u64);
+    assert_eq!(stats.unbind, 1);
+    let _ = child.wait().await;
+    sim.shutdown().await;
 }
 
 async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
