@@ -11,6 +11,38 @@
 //!   `herald sim smsc`, with a small HTTP control endpoint.
 //!
 //! Text encoding and splitting into parts live in [`crate::encoding`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use herald_carriers::smpp::{SmppClient, SmppConfig, SmscConfig, SmscSim};
+//! use herald_carriers::{CarrierConnection, Channel, Content, Submission};
+//!
+//! let sim = SmscSim::start(SmscConfig::default()).await?;
+//! let (client, mut receipts) = SmppClient::connect(SmppConfig {
+//!     port: sim.addr().port(),
+//!     system_id: "herald".into(),
+//!     password: "secret".into(),
+//!     ..Default::default()
+//! })
+//! .await?;
+//! let sent = client
+//!     .submit(Submission {
+//!         message_id: "msg_1".into(),
+//!         channel: Channel::Sms,
+//!         to: "+250788123456".into(),
+//!         from: "Herald".into(),
+//!         content: Content::Text { body: "Hello".into() },
+//!         validity: None,
+//!         receipts: true,
+//!     })
+//!     .await?;
+//! let receipt = receipts.recv().await.expect("a receipt");
+//! assert_eq!(receipt.carrier_ref, sent.carrier_refs[0]);
+//! client.close().await;
+//! sim.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod client;
 pub mod pdu;

@@ -76,7 +76,17 @@ impl IdStyle {
     }
 }
 
-/// Fixed at start.
+/// Fixed at start (except `behaviour`, the initial value of what can be
+/// changed at runtime). Every field has a default; as JSON/TOML, e.g.:
+///
+/// ```json
+/// {"smpp_addr": "0.0.0.0:2775", "http_addr": "0.0.0.0:8775",
+///  "credentials": [["herald", "secret"]],
+///  "resp_id": {"hex": true, "uppercase": true, "width": 10},
+///  "behaviour": {"latency_ms": 5, "max_tps": 500, "receipt_delay_ms": 1000,
+///                "outcomes": {"delivered": 90, "undelivered": 5,
+///                             "expired": 3, "rejected": 2}}}
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SmscConfig {
@@ -1212,6 +1222,20 @@ mod tests {
             width: 0,
         };
         assert_eq!(dec.format(2587), "2587");
+    }
+
+    #[test]
+    fn config_from_json() {
+        let c: SmscConfig = serde_json::from_str(
+            r#"{"smpp_addr": "0.0.0.0:2775", "credentials": [["herald", "secret"]],
+                "behaviour": {"latency_ms": 5, "outcomes": {"delivered": 9, "rejected": 1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.smpp_addr.port(), 2775);
+        assert_eq!(c.behaviour.latency_ms, 5);
+        assert_eq!(c.behaviour.outcomes.rejected, 1);
+        assert_eq!(c.behaviour.outcomes.expired, 0);
+        assert!(c.record);
     }
 
     #[test]
