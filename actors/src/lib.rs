@@ -5,8 +5,20 @@
 //! it. `lapin` appears only in [`broker`]; the rest of Herald sees the typed
 //! handles it exports.
 
+pub mod breaker;
 pub mod broker;
+pub mod carrier;
+pub mod config;
+pub mod events;
+pub mod health;
 pub mod ids;
+pub mod ingress;
 pub mod payload;
+pub mod root;
+pub mod route;
+pub mod routing;
+pub mod telemetry;
+pub mod tenant;
+pub mod throttle;
 
 pub use ids::{MessageId, TenantId};

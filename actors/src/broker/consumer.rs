@@ -22,31 +22,50 @@ use super::{Broker, BrokerError};
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// One delivery from a queue. Acknowledge it only after the next durable
-/// step; dropping it without acknowledging leaves it unacknowledged until the
-/// channel closes, then RabbitMQ redelivers it.
+/// step. One dropped without being settled (its holder crashed or stopped)
+/// is given back to the queue at once, so nothing waits for a channel to
+/// close to be redelivered.
 pub struct Incoming {
     pub body: Vec<u8>,
     /// RabbitMQ delivered this before (to us or another consumer).
     pub redelivered: bool,
-    acker: Acker,
+    acker: Option<Acker>,
 }
 
 impl Incoming {
     /// Done with it: RabbitMQ forgets it.
-    pub async fn ack(&self) -> Result<(), BrokerError> {
-        self.acker.ack(BasicAckOptions::default()).await?;
+    pub async fn ack(mut self) -> Result<(), BrokerError> {
+        if let Some(acker) = self.acker.take() {
+            acker.ack(BasicAckOptions::default()).await?;
+        }
         Ok(())
     }
 
     /// Give it back to the queue, to be delivered again.
-    pub async fn requeue(&self) -> Result<(), BrokerError> {
-        self.acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await?;
+    pub async fn requeue(mut self) -> Result<(), BrokerError> {
+        if let Some(acker) = self.acker.take() {
+            acker.nack(requeue()).await?;
+        }
         Ok(())
+    }
+}
+
+fn requeue() -> BasicNackOptions {
+    BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let Some(acker) = self.acker.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = acker.nack(requeue()).await;
+                });
+            }
+        }
     }
 }
 
@@ -102,12 +121,23 @@ impl Broker {
             )
             .await?;
         tracing::debug!(target: "herald::broker", %queue, prefetch, "consuming");
-        while let Some(delivery) = consumer.next().await {
-            let delivery = delivery?;
+        loop {
+            let delivery = tokio::select! {
+                next = consumer.next() => match next {
+                    Some(d) => d?,
+                    None => break,
+                },
+                // The owner is gone (stopped or crashed): close, so that what
+                // it held unacknowledged is redelivered to its successor.
+                _ = tx.closed() => {
+                    let _ = connection.close(200, "consumer stopped".into()).await;
+                    return Ok(());
+                }
+            };
             let incoming = Incoming {
                 body: delivery.data,
                 redelivered: delivery.redelivered,
-                acker: delivery.acker,
+                acker: Some(delivery.acker),
             };
             if tx.send(incoming).await.is_err() {
                 let _ = connection.close(200, "consumer stopped".into()).await;

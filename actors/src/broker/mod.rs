@@ -288,6 +288,47 @@ impl Broker {
         Ok(())
     }
 
+    /// Declare a carrier's queue and delay queues (idempotent).
+    pub async fn declare_carrier(
+        &self,
+        carrier: &str,
+        delays_ms: &[u64],
+    ) -> Result<(), BrokerError> {
+        let connection = self.inner_connection().await?;
+        let channel = connection.create_channel().await?;
+        let result = self
+            .inner
+            .topology
+            .declare_carrier(&channel, carrier, delays_ms)
+            .await;
+        let _ = connection.close(200, "declared".into()).await;
+        result.map_err(Into::into)
+    }
+
+    /// Delete carriers' queues and delay queues (tests, resets).
+    pub async fn delete_carriers(&self, carriers: &[(&str, usize)]) -> Result<(), BrokerError> {
+        let connection = self.inner_connection().await?;
+        let channel = connection.create_channel().await?;
+        for (carrier, tiers) in carriers {
+            self.inner
+                .topology
+                .delete_carrier(&channel, carrier, *tiers)
+                .await?;
+        }
+        let _ = connection.close(200, "deleted".into()).await;
+        Ok(())
+    }
+
+    async fn inner_connection(&self) -> Result<Connection, BrokerError> {
+        tokio::time::timeout(
+            self.inner.config.timeout,
+            Connection::connect(&self.inner.config.url, ConnectionProperties::default()),
+        )
+        .await
+        .map_err(|_| BrokerError::Unreachable("connection attempt timed out".into()))?
+        .map_err(|e| BrokerError::Unreachable(e.to_string()))
+    }
+
     /// Close the connection gracefully (shutdown).
     pub async fn close(&self) {
         let mut link = self.inner.link.lock().await;

@@ -152,3 +152,110 @@ impl Topology {
         Ok(())
     }
 }
+
+impl Topology {
+    pub fn carrier_queue(&self, carrier: &str) -> String {
+        format!("{}.carrier.{carrier}", self.prefix)
+    }
+
+    pub fn retry_queue(&self, carrier: &str, tier: usize) -> String {
+        format!("{}.retry.{carrier}.{tier}", self.prefix)
+    }
+
+    /// Routing key on the retry exchange for a carrier's delay tier.
+    pub fn retry_key(carrier: &str, tier: usize) -> String {
+        format!("{carrier}.{tier}")
+    }
+
+    /// Declare a carrier's queue (quorum, bound by its id) and one delay
+    /// queue per retry tier: a message published there waits its tier's
+    /// delay (`x-message-ttl`), then is dead-lettered back to the carrier's
+    /// queue.
+    pub async fn declare_carrier(
+        &self,
+        channel: &Channel,
+        carrier: &str,
+        delays_ms: &[u64],
+    ) -> Result<(), lapin::Error> {
+        let queue = self.carrier_queue(carrier);
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                quorum_args(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                self.carrier_exchange().as_str().into(),
+                carrier.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        for (tier, delay) in delays_ms.iter().enumerate() {
+            let retry = self.retry_queue(carrier, tier);
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-message-ttl".into(),
+                lapin::types::AMQPValue::LongLongInt(*delay as i64),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                lapin::types::AMQPValue::LongString(self.carrier_exchange().as_str().into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                lapin::types::AMQPValue::LongString(carrier.into()),
+            );
+            channel
+                .queue_declare(
+                    retry.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    args,
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    retry.as_str().into(),
+                    self.retry_exchange().as_str().into(),
+                    Self::retry_key(carrier, tier).as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Delete a carrier's queue and its delay queues.
+    pub async fn delete_carrier(
+        &self,
+        channel: &Channel,
+        carrier: &str,
+        tiers: usize,
+    ) -> Result<(), lapin::Error> {
+        channel
+            .queue_delete(
+                self.carrier_queue(carrier).as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await?;
+        for tier in 0..tiers {
+            channel
+                .queue_delete(
+                    self.retry_queue(carrier, tier).as_str().into(),
+                    QueueDeleteOptions::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! Building the payloads actors publish: status events on `herald.events`,
+//! carrier tasks on `herald.carrier` and `herald.retry`, poison messages on
+//! `herald.dead`. Publishing goes through the broker handle.
+
+use chrono::Utc;
+use herald_carriers::CarrierError;
+
+use crate::broker::{Outgoing, Topology};
+use crate::payload::{
+    new_event_id, CarrierTask, Delivery, EventError, EventTask, MessageEnvelope, Priority,
+    ReceiptEvent, StatusEvent,
+};
+
+fn priority(envelope: &MessageEnvelope) -> u8 {
+    match envelope.priority {
+        Priority::High => 5,
+        Priority::Normal => 0,
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("payloads always serialise")
+}
+
+/// A status event for a message.
+pub fn status(
+    topology: &Topology,
+    envelope: &MessageEnvelope,
+    status: &str,
+    carrier: Option<&str>,
+    carrier_refs: Vec<String>,
+    error: Option<EventError>,
+) -> Outgoing {
+    let event = EventTask::StatusV1(StatusEvent {
+        event_id: new_event_id(),
+        message_id: envelope.id.clone(),
+        tenant_id: envelope.tenant_id.clone(),
+        status: status.to_owned(),
+        carrier: carrier.map(str::to_owned),
+        carrier_refs,
+        error,
+        at: Utc::now(),
+    });
+    Outgoing {
+        exchange: topology.events_exchange(),
+        routing_key: "status".into(),
+        body: json(&event),
+        priority: priority(envelope),
+    }
+}
+
+/// A receipt from a carrier connection, to be correlated by the projector.
+pub fn receipt(topology: &Topology, carrier: &str, receipt: herald_carriers::Receipt) -> Outgoing {
+    let event = EventTask::ReceiptV1(ReceiptEvent {
+        event_id: new_event_id(),
+        carrier: carrier.to_owned(),
+        receipt,
+        received_at: Utc::now(),
+    });
+    Outgoing {
+        exchange: topology.events_exchange(),
+        routing_key: "status".into(),
+        body: json(&event),
+        priority: 0,
+    }
+}
+
+/// A delivery for a carrier's queue.
+pub fn to_carrier(topology: &Topology, carrier: &str, delivery: &Delivery) -> Outgoing {
+    Outgoing {
+        exchange: topology.carrier_exchange(),
+        routing_key: carrier.to_owned(),
+        body: json(&CarrierTask::DeliverV1(delivery.clone())),
+        priority: priority(&delivery.envelope),
+    }
+}
+
+/// A delivery for a carrier's delay queue of `tier`.
+pub fn to_retry(topology: &Topology, carrier: &str, tier: usize, delivery: &Delivery) -> Outgoing {
+    Outgoing {
+        exchange: topology.retry_exchange(),
+        routing_key: Topology::retry_key(carrier, tier),
+        body: json(&CarrierTask::DeliverV1(delivery.clone())),
+        priority: priority(&delivery.envelope),
+    }
+}
+
+/// A payload no one could read, with the reason, for the operator.
+pub fn dead(topology: &Topology, body: &[u8], reason: &str) -> Outgoing {
+    let wrapped = serde_json::json!({
+        "reason": reason,
+        "body": String::from_utf8_lossy(body),
+        "at": Utc::now(),
+    });
+    Outgoing {
+        exchange: topology.dead_exchange(),
+        routing_key: String::new(),
+        body: json(&wrapped),
+        priority: 0,
+    }
+}
+
+/// A carrier error as an event error.
+pub fn carrier_error(e: &CarrierError) -> EventError {
+    let (code, carrier_code, text) = match e {
+        CarrierError::Throttled { code, text, .. } => ("throttled", Some(code.clone()), text),
+        CarrierError::Temporary { code, text } => ("temporary", Some(code.clone()), text),
+        CarrierError::Permanent { code, text } => ("permanent", Some(code.clone()), text),
+        CarrierError::ConnectionLost { text } => ("connection_lost", None, text),
+    };
+    EventError {
+        code: code.into(),
+        carrier_code,
+        text: text.clone(),
+    }
+}
+
+/// An event error of Herald's own.
+pub fn herald_error(code: &str, text: impl Into<String>) -> EventError {
+    EventError {
+        code: code.into(),
+        carrier_code: None,
+        text: text.into(),
+    }
+}

@@ -1,0 +1,376 @@
+//! The root of the supervision tree. It starts, from the carriers and routes
+//! plan: the HealthMonitor, one RouteActor per route, one CarrierConnection
+//! per bind (each under an actix `Supervisor`) and one IngressConsumer per
+//! shard, and registers each with the monitor together with a factory that
+//! recreates it.
+//!
+//! It also keeps the live picture: the carriers' reported status (bound,
+//! breaker, rate, restarts), from which it tells the route actors which
+//! carriers are usable, and answers [`Snapshot`] for the admin API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use crate::broker::{Broker, BrokerError};
+use crate::carrier::{CarrierConnection, Crash, Drain};
+use crate::config::Plan;
+use crate::health::{HealthMonitor, Ping, Restarts, Watch};
+use crate::ingress::IngressConsumer;
+use crate::route::{CarrierUsable, CrashRoute, RouteActor};
+use crate::routing::Router;
+use crate::tenant::UseRoutes;
+
+/// Routes and the actors that serve them, shared read-only by tenant actors.
+/// A new table replaces the old one (`UseRoutes`); none is ever mutated.
+pub struct RouteTable {
+    pub router: Router,
+    pub actors: HashMap<String, Addr<RouteActor>>,
+}
+
+/// A carrier connection's periodic report.
+#[derive(Message, Clone, Debug, Serialize)]
+#[rtype(result = "()")]
+pub struct CarrierStatus {
+    pub carrier: String,
+    pub bind: u32,
+    pub bound: bool,
+    pub usable: bool,
+    pub breaker_open: bool,
+    pub rate: f64,
+    pub configured_rate: f64,
+    pub in_flight: u32,
+    pub pending: u32,
+    pub restarts: u64,
+}
+
+/// A route actor (re)started.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RouteStarted {
+    pub id: String,
+    pub addr: Addr<RouteActor>,
+}
+
+/// A carrier connection (re)started.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CarrierStarted {
+    pub carrier: String,
+    pub bind: u32,
+    pub addr: Addr<CarrierConnection>,
+}
+
+/// The live tree, for the admin API and the dashboard.
+#[derive(Message)]
+#[rtype(result = "TreeSnapshot")]
+pub struct Snapshot;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeSnapshot {
+    pub shards: Vec<u16>,
+    pub routes: Vec<String>,
+    pub carriers: Vec<CarrierStatus>,
+    /// Restarts made by the HealthMonitor, by actor name.
+    pub restarts: HashMap<String, u32>,
+}
+
+/// Make an actor panic (chaos testing). Names: `carrier:<id>:<bind>`,
+/// `route:<id>`. Answers whether the actor was found.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct CrashActor(pub String);
+
+/// Stop consuming carrier queues, let submissions in flight finish, unbind.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+pub struct Root {
+    plan: Arc<Plan>,
+    broker: Broker,
+    monitor: Option<Addr<HealthMonitor>>,
+    routes: HashMap<String, Addr<RouteActor>>,
+    ingress: Vec<Addr<IngressConsumer>>,
+    carriers: HashMap<(String, u32), Addr<CarrierConnection>>,
+    status: HashMap<(String, u32), CarrierStatus>,
+    usable: HashMap<String, bool>,
+}
+
+/// Declare the carriers' queues, then start the tree.
+pub async fn start(plan: Plan, broker: Broker) -> Result<Addr<Root>, BrokerError> {
+    for carrier in &plan.carriers {
+        broker
+            .declare_carrier(&carrier.id, &carrier.retry.delays_ms)
+            .await?;
+    }
+    let root = Root {
+        plan: Arc::new(plan),
+        broker,
+        monitor: None,
+        routes: HashMap::new(),
+        ingress: Vec::new(),
+        carriers: HashMap::new(),
+        status: HashMap::new(),
+        usable: HashMap::new(),
+    };
+    Ok(root.start())
+}
+
+impl Root {
+    fn table(&self) -> Arc<RouteTable> {
+        Arc::new(RouteTable {
+            router: Router::new(self.plan.routes.clone()),
+            actors: self.routes.clone(),
+        })
+    }
+
+    fn broadcast_routes(&self) {
+        let table = self.table();
+        for consumer in &self.ingress {
+            consumer.do_send(UseRoutes(table.clone()));
+        }
+    }
+}
+
+impl Actor for Root {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let monitor = HealthMonitor::default().start();
+        let me = ctx.address();
+
+        for spec in &self.plan.routes {
+            let make = {
+                let spec = spec.clone();
+                let broker = self.broker.clone();
+                let me = me.clone();
+                move |usable: HashMap<String, bool>| {
+                    let addr = RouteActor::new(spec.clone(), usable, broker.clone()).start();
+                    me.do_send(RouteStarted {
+                        id: spec.id.clone(),
+                        addr: addr.clone(),
+                    });
+                    addr
+                }
+            };
+            let addr = RouteActor::new(spec.clone(), HashMap::new(), self.broker.clone()).start();
+            self.routes.insert(spec.id.clone(), addr.clone());
+            monitor.do_send(Watch {
+                name: format!("route:{}", spec.id),
+                kind: "route",
+                ping: addr.recipient(),
+                factory: Box::new(move || make(HashMap::new()).recipient()),
+            });
+        }
+
+        for spec in &self.plan.carriers {
+            let spec = Arc::new(spec.clone());
+            for bind in 0..spec.binds {
+                let make = {
+                    let spec = spec.clone();
+                    let broker = self.broker.clone();
+                    let me = me.clone();
+                    move || {
+                        let (s, b, m) = (spec.clone(), broker.clone(), me.clone());
+                        let addr =
+                            Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m));
+                        me.do_send(CarrierStarted {
+                            carrier: spec.id.clone(),
+                            bind,
+                            addr: addr.clone(),
+                        });
+                        addr
+                    }
+                };
+                let (s, b, m) = (spec.clone(), self.broker.clone(), me.clone());
+                let addr = Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m));
+                self.carriers.insert((spec.id.clone(), bind), addr.clone());
+                monitor.do_send(Watch {
+                    name: format!("carrier:{}:{bind}", spec.id),
+                    kind: "carrier_connection",
+                    ping: addr.recipient(),
+                    factory: Box::new(move || make().recipient::<Ping>()),
+                });
+            }
+        }
+
+        let table = self.table();
+        for shard in 0..self.broker.topology().shards() {
+            let make = {
+                let broker = self.broker.clone();
+                let me = me.clone();
+                move || {
+                    let _ = &me;
+                    IngressConsumer::new(
+                        shard,
+                        broker.clone(),
+                        Arc::new(RouteTable {
+                            router: Router::default(),
+                            actors: HashMap::new(),
+                        }),
+                    )
+                    .start()
+                }
+            };
+            let addr = IngressConsumer::new(shard, self.broker.clone(), table.clone()).start();
+            self.ingress.push(addr.clone());
+            let me2 = me.clone();
+            monitor.do_send(Watch {
+                name: format!("ingress:{shard}"),
+                kind: "ingress",
+                ping: addr.recipient(),
+                factory: Box::new(move || {
+                    // A new consumer starts with an empty table and gets the
+                    // current one from the root at once.
+                    let addr = make();
+                    me2.do_send(IngressStarted {
+                        shard,
+                        addr: addr.clone(),
+                    });
+                    addr.recipient()
+                }),
+            });
+        }
+        self.monitor = Some(monitor);
+    }
+}
+
+/// An ingress consumer (re)started.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct IngressStarted {
+    pub shard: u16,
+    pub addr: Addr<IngressConsumer>,
+}
+
+impl Handler<IngressStarted> for Root {
+    type Result = ();
+
+    fn handle(&mut self, msg: IngressStarted, _: &mut Self::Context) {
+        let i = usize::from(msg.shard);
+        if i < self.ingress.len() {
+            self.ingress[i] = msg.addr.clone();
+        }
+        msg.addr.do_send(UseRoutes(self.table()));
+    }
+}
+
+impl Handler<RouteStarted> for Root {
+    type Result = ();
+
+    fn handle(&mut self, msg: RouteStarted, _: &mut Self::Context) {
+        for (carrier, usable) in &self.usable {
+            msg.addr.do_send(CarrierUsable {
+                carrier: carrier.clone(),
+                usable: *usable,
+            });
+        }
+        self.routes.insert(msg.id, msg.addr);
+        self.broadcast_routes();
+    }
+}
+
+impl Handler<CarrierStarted> for Root {
+    type Result = ();
+
+    fn handle(&mut self, msg: CarrierStarted, _: &mut Self::Context) {
+        self.carriers.insert((msg.carrier, msg.bind), msg.addr);
+    }
+}
+
+impl Handler<CarrierStatus> for Root {
+    type Result = ();
+
+    fn handle(&mut self, msg: CarrierStatus, _: &mut Self::Context) {
+        let carrier = msg.carrier.clone();
+        self.status.insert((carrier.clone(), msg.bind), msg);
+        let usable = self
+            .status
+            .iter()
+            .filter(|((c, _), _)| *c == carrier)
+            .any(|(_, s)| s.usable);
+        if self.usable.get(&carrier) != Some(&usable) {
+            self.usable.insert(carrier.clone(), usable);
+            for route in self.routes.values() {
+                route.do_send(CarrierUsable {
+                    carrier: carrier.clone(),
+                    usable,
+                });
+            }
+        }
+    }
+}
+
+impl Handler<Snapshot> for Root {
+    type Result = ResponseFuture<TreeSnapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+        let mut carriers: Vec<CarrierStatus> = self.status.values().cloned().collect();
+        carriers.sort_by(|a, b| (&a.carrier, a.bind).cmp(&(&b.carrier, b.bind)));
+        let mut routes: Vec<String> = self.routes.keys().cloned().collect();
+        routes.sort();
+        let shards = (0..self.broker.topology().shards()).collect();
+        let monitor = self.monitor.clone();
+        Box::pin(async move {
+            let restarts = match monitor {
+                Some(m) => m.send(Restarts).await.unwrap_or_default(),
+                None => HashMap::new(),
+            };
+            TreeSnapshot {
+                shards,
+                routes,
+                carriers,
+                restarts,
+            }
+        })
+    }
+}
+
+impl Handler<CrashActor> for Root {
+    type Result = bool;
+
+    fn handle(&mut self, msg: CrashActor, _: &mut Self::Context) -> bool {
+        let parts: Vec<&str> = msg.0.split(':').collect();
+        match parts.as_slice() {
+            ["carrier", id, bind] => {
+                let Ok(bind) = bind.parse::<u32>() else {
+                    return false;
+                };
+                match self.carriers.get(&((*id).to_owned(), bind)) {
+                    Some(addr) => {
+                        addr.do_send(Crash);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            ["route", id] => match self.routes.get(*id) {
+                Some(addr) => {
+                    addr.do_send(CrashRoute);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+impl Handler<Shutdown> for Root {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        // The monitor must not bring back what we stop.
+        if let Some(m) = self.monitor.take() {
+            drop(m);
+        }
+        let carriers: Vec<Addr<CarrierConnection>> = self.carriers.values().cloned().collect();
+        Box::pin(async move {
+            let drains = carriers.iter().map(|c| c.send(Drain));
+            futures::future::join_all(drains).await;
+        })
+    }
+}

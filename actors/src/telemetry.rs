@@ -1,0 +1,73 @@
+//! Named telemetry events of the actor layer: each both logs (where useful)
+//! and updates metrics. Labels are bounded: carrier ids and actor kinds come
+//! from configuration, outcomes from a fixed set.
+
+use metrics::{counter, gauge, histogram};
+
+/// An actor was recreated (after a stop, a panic or a missed ping).
+pub fn actor_restarted(kind: &'static str, name: &str, reason: &str) {
+    counter!("herald_actor_restarts_total", "kind" => kind).increment(1);
+    tracing::warn!(kind, actor = name, reason, "actor restarted");
+}
+
+/// A submission answered by a carrier.
+pub fn carrier_submitted(carrier: &str, outcome: &'static str, seconds: f64) {
+    counter!("herald_carrier_submits_total", "carrier" => carrier.to_owned(), "outcome" => outcome)
+        .increment(1);
+    histogram!("herald_carrier_submit_duration_seconds", "carrier" => carrier.to_owned())
+        .record(seconds);
+}
+
+/// The current rate limit of a carrier connection.
+pub fn carrier_rate(carrier: &str, bind: u32, rate: f64) {
+    gauge!("herald_carrier_tps_limit", "carrier" => carrier.to_owned(), "bind" => bind.to_string())
+        .set(rate);
+}
+
+/// A carrier connection's breaker opened or closed.
+pub fn breaker_changed(carrier: &str, open: bool) {
+    gauge!("herald_carrier_breaker_open", "carrier" => carrier.to_owned()).set(if open {
+        1.0
+    } else {
+        0.0
+    });
+    if open {
+        tracing::warn!(carrier, "breaker opened");
+    } else {
+        tracing::info!(carrier, "breaker closed");
+    }
+}
+
+/// A carrier connection bound or lost its bind.
+pub fn carrier_bound(carrier: &str, bind: u32, bound: bool) {
+    gauge!("herald_carrier_bound", "carrier" => carrier.to_owned(), "bind" => bind.to_string())
+        .set(if bound { 1.0 } else { 0.0 });
+}
+
+/// A message routed, or refused for lack of a route.
+pub fn routed(route: &str, outcome: &'static str) {
+    counter!("herald_messages_routed_total", "route" => route.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// A message left Herald's hands with a final outcome at the actor layer.
+pub fn message_outcome(carrier: &str, status: &'static str) {
+    counter!("herald_messages_outcome_total", "carrier" => carrier.to_owned(), "status" => status)
+        .increment(1);
+}
+
+/// A payload that could not be read went to the dead-letter queue.
+pub fn poison(queue_kind: &'static str, reason: &str) {
+    counter!("herald_poison_messages_total", "queue" => queue_kind).increment(1);
+    tracing::error!(
+        queue = queue_kind,
+        reason,
+        "unreadable payload sent to the dead-letter queue"
+    );
+}
+
+/// A publish from an actor failed; the delivery goes back to its queue.
+pub fn publish_failed(what: &'static str, error: &dyn std::fmt::Display) {
+    counter!("herald_actor_publish_failures_total", "what" => what).increment(1);
+    tracing::warn!(what, %error, "publish failed; the delivery returns to its queue");
+}
