@@ -62,6 +62,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         },
         committed_rx,
     );
+    // --- status projector (issue 5): consume <prefix>.events, write the event log ---
+    let projector = crate::projector::Projector::start(
+        store.clone(),
+        broker.clone(),
+        crate::projector::Settings::from(&config.projector),
+    );
+    // --- end status projector ---
     let upkeep = {
         let handle = metrics.clone();
         actix_web::rt::spawn(async move {
@@ -107,6 +114,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     {
         tracing::warn!("outbox relay did not finish in time; the next sweep publishes the rest");
     }
+    // --- status projector (issue 5): commit and ack the batch in flight ---
+    if tokio::time::timeout(Duration::from_secs(15), projector.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("status projector did not finish in time; its events are redelivered");
+    }
+    // --- end status projector ---
     broker.close().await;
     upkeep.abort();
     tracing::info!("herald stopped");

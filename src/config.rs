@@ -66,6 +66,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub accept: AcceptConfig,
     pub outbox: OutboxConfig,
+    pub projector: ProjectorConfig,
     pub limits: LimitsConfig,
     pub idempotency: IdempotencyConfig,
     pub auth: AuthConfig,
@@ -122,6 +123,19 @@ pub struct OutboxConfig {
     pub sweep_interval_ms: u64,
     pub grace_ms: u64,
     pub batch: i64,
+}
+
+/// The status projector (`[projector]`); see `src/projector/mod.rs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectorConfig {
+    pub batch_max: usize,
+    pub batch_wait_ms: u64,
+    pub prefetch: u16,
+    pub retry_backoff_ms: u64,
+    pub unmatched_after_seconds: u64,
+    pub unmatched_check_interval_ms: u64,
+    pub broadcast_capacity: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +311,21 @@ impl Config {
         }
         if self.outbox.batch <= 0 {
             return bad("outbox.batch", "must be positive");
+        }
+        if self.projector.batch_max == 0 || self.projector.batch_max > 10_000 {
+            return bad("projector.batch_max", "must be between 1 and 10000");
+        }
+        if usize::from(self.projector.prefetch) < self.projector.batch_max {
+            return bad("projector.prefetch", "must be at least projector.batch_max");
+        }
+        if self.projector.retry_backoff_ms == 0 {
+            return bad("projector.retry_backoff_ms", "must be positive");
+        }
+        if self.projector.unmatched_check_interval_ms == 0 {
+            return bad("projector.unmatched_check_interval_ms", "must be positive");
+        }
+        if self.projector.broadcast_capacity == 0 {
+            return bad("projector.broadcast_capacity", "must be at least 1");
         }
         if self.limits.max_segments == 0 || self.limits.max_segments > 255 {
             return bad("limits.max_segments", "must be between 1 and 255");

@@ -2,7 +2,7 @@
 //!
 //! The Herald service: CLI, configuration, HTTP API (actix-web), the store
 //! (PostgreSQL), Redis, the accept path (group commit and outbox relay) and
-//! the wiring that starts it all. See `../shared/DESIGN.md` for the whole.
+//! the status projector and the wiring that starts it all. See `../shared/DESIGN.md` for the whole.
 
 pub mod api;
 pub mod app;
@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod kv;
 pub mod message;
 pub mod outbox;
+pub mod projector;
 pub mod store;
 pub mod telemetry;
 pub mod tenant;

@@ -21,6 +21,7 @@ pub enum MessageStatus {
     Undelivered,
     Failed,
     Expired,
+    Rejected,
     Canceled,
     Ringing,
     InProgress,
@@ -30,7 +31,7 @@ pub enum MessageStatus {
 }
 
 impl MessageStatus {
-    pub const ALL: [MessageStatus; 15] = [
+    pub const ALL: [MessageStatus; 16] = [
         MessageStatus::Scheduled,
         MessageStatus::Queued,
         MessageStatus::Sending,
@@ -40,6 +41,7 @@ impl MessageStatus {
         MessageStatus::Undelivered,
         MessageStatus::Failed,
         MessageStatus::Expired,
+        MessageStatus::Rejected,
         MessageStatus::Canceled,
         MessageStatus::Ringing,
         MessageStatus::InProgress,
@@ -59,6 +61,7 @@ impl MessageStatus {
             MessageStatus::Undelivered => "undelivered",
             MessageStatus::Failed => "failed",
             MessageStatus::Expired => "expired",
+            MessageStatus::Rejected => "rejected",
             MessageStatus::Canceled => "canceled",
             MessageStatus::Ringing => "ringing",
             MessageStatus::InProgress => "in_progress",

@@ -78,6 +78,35 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         metrics::Unit::Seconds,
         "Duration of one group-commit statement"
     );
+    metrics::describe_counter!(
+        "herald_projector_batches_total",
+        "Status projector transactions committed (each applies a whole batch of events)"
+    );
+    metrics::describe_counter!(
+        "herald_projector_events_total",
+        "Events taken by the status projector, by outcome (applied, logged, duplicate, parked, matched_late, unknown_message, malformed)"
+    );
+    metrics::describe_histogram!(
+        "herald_projector_batch_size",
+        "Events applied per status projector transaction"
+    );
+    metrics::describe_histogram!(
+        "herald_projector_batch_duration_seconds",
+        metrics::Unit::Seconds,
+        "Duration of one status projector transaction"
+    );
+    metrics::describe_counter!(
+        "herald_projector_failures_total",
+        "Status projector transactions that failed, by kind (unavailable, refused)"
+    );
+    metrics::describe_counter!(
+        "herald_projector_dead_lettered_total",
+        "Events the status projector sent to the dead-letter queue"
+    );
+    metrics::describe_gauge!(
+        "herald_receipts_unmatched",
+        "Receipts parked longer than projector.unmatched_after_seconds with no matching carrier reference"
+    );
     Ok(handle)
 }
 
@@ -122,4 +151,53 @@ pub fn broker_publish_failed(count: usize, error: &dyn std::fmt::Display) {
 pub fn redis_error(operation: &'static str, error: &dyn std::fmt::Display) {
     counter!("herald_redis_errors_total", "operation" => operation).increment(1);
     tracing::warn!(operation, %error, "redis command failed; degrading");
+}
+
+/// One status projector batch committed.
+pub fn projector_batch(
+    events: usize,
+    elapsed: Duration,
+    report: &crate::projector::fold::FoldReport,
+) {
+    counter!("herald_projector_batches_total").increment(1);
+    histogram!("herald_projector_batch_size").record(events as f64);
+    histogram!("herald_projector_batch_duration_seconds").record(elapsed.as_secs_f64());
+    for (outcome, n) in [
+        ("applied", report.applied),
+        ("logged", report.logged),
+        ("duplicate", report.duplicate),
+        ("parked", report.parked),
+        ("matched_late", report.matched_late),
+        ("unknown_message", report.unknown_message),
+    ] {
+        if n > 0 {
+            counter!("herald_projector_events_total", "outcome" => outcome).increment(n as u64);
+        }
+    }
+    tracing::debug!(target: "herald::projector", events, elapsed_ms = elapsed.as_millis() as u64,
+        applied = report.applied, logged = report.logged, duplicate = report.duplicate,
+        parked = report.parked, "status batch applied");
+}
+
+/// An event on `<prefix>.events` that could not be decoded.
+pub fn projector_malformed(reason: &str) {
+    counter!("herald_projector_events_total", "outcome" => "malformed").increment(1);
+    tracing::warn!(target: "herald::projector", %reason, "malformed event; dead-lettered and acknowledged");
+}
+
+/// A status projector transaction failed (`unavailable`: retried; `refused`:
+/// the batch is split to find the poison event).
+pub fn projector_failed(kind: &'static str, error: &dyn std::fmt::Display) {
+    counter!("herald_projector_failures_total", "kind" => kind).increment(1);
+    tracing::warn!(target: "herald::projector", kind, %error, "status batch failed");
+}
+
+/// An event sent to `<prefix>.dead`.
+pub fn projector_dead_lettered() {
+    counter!("herald_projector_dead_lettered_total").increment(1);
+}
+
+/// Receipts parked past the threshold with nothing to match.
+pub fn receipts_unmatched(count: i64) {
+    gauge!("herald_receipts_unmatched").set(count as f64);
 }

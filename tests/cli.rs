@@ -52,6 +52,15 @@ fn a_bad_configuration_value_names_its_key_and_exits_2() {
     assert!(stderr.contains("nosuch.toml"), "{stderr}");
 }
 
+/// Number of migrations shipped (`migrations/V*.sql`).
+fn migration_files() -> usize {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sql"))
+        .count()
+}
+
 #[test]
 fn secrets_may_come_from_env_references() {
     let env = TestEnv::new();
@@ -65,7 +74,10 @@ fn secrets_may_come_from_env_references() {
         ],
     );
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("migrations applied: 1"), "{out}");
+    assert!(
+        out.contains(&format!("migrations applied: {}", migration_files())),
+        "{out}"
+    );
     assert!(!err.contains(&url), "the secret is not logged");
 }
 
@@ -74,7 +86,10 @@ fn migrations_apply_once_and_are_recorded() {
     let env = TestEnv::new();
     let (code, out, err) = run(&env, &["migrate"], &[]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("migrations applied: 1"), "{out}");
+    assert!(
+        out.contains(&format!("migrations applied: {}", migration_files())),
+        "{out}"
+    );
     let (code, out, _) = run(&env, &["migrate"], &[]);
     assert_eq!(code, Some(0));
     assert!(out.contains("migrations applied: 0"), "{out}");

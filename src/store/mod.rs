@@ -6,6 +6,7 @@
 //! (the API answers 503 with `Retry-After`), anything else is a bug or a
 //! constraint and is [`StoreError::Query`].
 
+pub mod events;
 pub mod messages;
 pub mod tenants;
 

@@ -1,10 +1,11 @@
 //! Version 1 of the public API.
 
+pub mod events;
 pub mod messages;
 pub mod send;
 
 use actix_web::web;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.configure(messages::routes);
+    cfg.configure(messages::routes).configure(events::routes);
 }

@@ -1,0 +1,138 @@
+//! `GET /v1/events?after=<cursor>&limit=<1..1000>`: the tenant's event log in
+//! cursor order, for a tenant that was away to catch up (and for the live
+//! stream to resume from).
+//!
+//! Pass the `next_after` of one page as the `after` of the next; a page never
+//! skips an event that commits later with a lower cursor (see
+//! `store::events`), so paging by `after` sees every event once. An empty
+//! page answers `next_after` = the `after` given.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use crate::api::auth::Authenticated;
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::store::events::FeedEvent;
+
+/// Page size bounds.
+pub const DEFAULT_PAGE: i64 = 100;
+pub const MAX_PAGE: i64 = 1000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/events")
+            .route(web::get().to(list))
+            .default_service(web::to(crate::api::method_not_allowed)),
+    );
+}
+
+/// The query of one page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Page {
+    after: i64,
+    limit: i64,
+}
+
+fn parse_page(query: &str) -> Result<Page, ApiError> {
+    let mut page = Page {
+        after: 0,
+        limit: DEFAULT_PAGE,
+    };
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let bad = |message: String| {
+            ApiError::bad_request("invalid_parameter", message).with_field(name.to_string())
+        };
+        match name.as_ref() {
+            "after" => {
+                page.after = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|a| *a >= 0)
+                    .ok_or_else(|| {
+                        bad("after must be a cursor Herald gave out (an integer >= 0)".into())
+                    })?;
+            }
+            "limit" => {
+                page.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|l| (1..=MAX_PAGE).contains(l))
+                    .ok_or_else(|| bad(format!("limit must be between 1 and {MAX_PAGE}")))?;
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "unknown_parameter",
+                    format!("unknown query parameter `{other}`"),
+                )
+                .with_field(other.to_owned()))
+            }
+        }
+    }
+    Ok(page)
+}
+
+fn view(e: &FeedEvent) -> Value {
+    json!({
+        "cursor": e.event.cursor,
+        "message_id": e.message_id,
+        "seq": e.event.seq,
+        "status": e.event.status,
+        "previous_status": e.event.previous_status,
+        "final": e.event.is_final,
+        "carrier": e.event.carrier,
+        "detail": e.event.detail,
+        "at": e.event.at,
+    })
+}
+
+async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    Authenticated(tenant): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let page = parse_page(req.query_string())?;
+    let events = state
+        .store
+        .tenant_events(&tenant.id, page.after, page.limit)
+        .await?;
+    let next_after = events.last().map_or(page.after, |e| e.event.cursor);
+    Ok(HttpResponse::Ok().json(json!({
+        "data": events.iter().map(view).collect::<Vec<_>>(),
+        "next_after": next_after,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_parse_and_bad_ones_name_the_field() {
+        assert_eq!(
+            parse_page("").unwrap(),
+            Page {
+                after: 0,
+                limit: 100
+            }
+        );
+        assert_eq!(
+            parse_page("after=42&limit=1000").unwrap(),
+            Page {
+                after: 42,
+                limit: 1000
+            }
+        );
+        for (q, field) in [
+            ("after=-1", "after"),
+            ("after=abc", "after"),
+            ("limit=0", "limit"),
+            ("limit=1001", "limit"),
+            ("cursor=1", "cursor"),
+        ] {
+            let e = parse_page(q).unwrap_err();
+            assert_eq!(e.status, 400, "{q}");
+            assert_eq!(e.field.as_deref(), Some(field), "{q}");
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The status projector: turns the events on `<prefix>.events` into the
+//! event log (`message_events`) and each message's current status.
+//!
+//! Data enters as [`EventTask`]s (actors' status events, carriers' receipts)
+//! from RabbitMQ. Deliveries are taken in batches (up to
+//! `projector.batch_max`, or whatever arrived within `projector.batch_wait_ms`
+//! of the first) and each batch is applied in ONE PostgreSQL transaction
+//! ([`Store::project`]) with a constant number of set-based statements; the
+//! deliveries are acknowledged only after that transaction commits, so a
+//! crash means redelivery, and redelivery is harmless (event ids are unique).
+//! The decisions themselves (forward-only status, multipart outcome, early
+//! receipts) are the pure [`fold`] over [`rules`].
+//!
+//! Data leaves as rows in PostgreSQL and, after each commit, as one
+//! [`StatusChange`] per new log entry on an in-process broadcast channel (in
+//! cursor order) for the live stream and webhooks to hang off. A slow
+//! subscriber lags and must catch up from `GET /v1/events`; the projector
+//! never waits for subscribers.
+//!
+//! A payload that cannot be decoded is sent to `<prefix>.dead` with its
+//! reason and acknowledged, so it never blocks the queue. A batch whose data
+//! the database refuses (SQLSTATE class 22 or 23) is retried one event at a
+//! time and the event it fails on is dead-lettered the same way. On any
+//! other failure (database unavailable, lock timeout, schema not migrated)
+//! the batch is retried every `projector.retry_backoff_ms`, unacknowledged
+//! and in order.
+//!
+//! Shutdown: [`Projector::shutdown`] lets the batch in flight commit and be
+//! acknowledged, then stops consuming; deliveries still in the prefetch
+//! buffer are returned to the queue by RabbitMQ when the consumer closes.
+
+pub mod fold;
+pub mod rules;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use herald_actors::broker::{Broker, Incoming, Outgoing};
+use herald_actors::payload::EventTask;
+use herald_actors::{MessageId, TenantId};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::config::ProjectorConfig;
+use crate::store::events::{refuses_data, strip_nul, Projected};
+use crate::store::{Store, StoreError};
+use crate::telemetry;
+
+/// One entry appended to the event log, as broadcast in-process after commit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusChange {
+    pub tenant_id: TenantId,
+    /// The tenant-feed position (`GET /v1/events?after=`).
+    pub cursor: i64,
+    pub message_id: MessageId,
+    pub seq: i32,
+    pub status: String,
+    pub previous_status: Option<String>,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub at: DateTime<Utc>,
+}
+
+impl From<&Projected> for StatusChange {
+    fn from(p: &Projected) -> Self {
+        StatusChange {
+            tenant_id: TenantId::from_trusted(p.event.tenant_id.clone()),
+            cursor: p.cursor,
+            message_id: MessageId::from_trusted(p.event.message_id.clone()),
+            seq: p.event.seq,
+            status: p.event.status.clone(),
+            previous_status: p.event.previous_status.clone(),
+            is_final: p.event.is_final,
+            at: p.event.at,
+        }
+    }
+}
+
+/// Projector settings, from `[projector]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub batch_max: usize,
+    pub batch_wait: Duration,
+    pub prefetch: u16,
+    pub retry_backoff: Duration,
+    pub unmatched_after: Duration,
+    pub unmatched_check_interval: Duration,
+    pub broadcast_capacity: usize,
+}
+
+impl From<&ProjectorConfig> for Settings {
+    fn from(c: &ProjectorConfig) -> Self {
+        Settings {
+            batch_max: c.batch_max,
+            batch_wait: Duration::from_millis(c.batch_wait_ms),
+            prefetch: c.prefetch,
+            retry_backoff: Duration::from_millis(c.retry_backoff_ms),
+            unmatched_after: Duration::from_secs(c.unmatched_after_seconds),
+            unmatched_check_interval: Duration::from_millis(c.unmatched_check_interval_ms),
+            broadcast_capacity: c.broadcast_capacity,
+        }
+    }
+}
+
+/// The running projector. [`Projector::shutdown`] drains it.
+pub struct Projector {
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+    changes: broadcast::Sender<StatusChange>,
+}
+
+impl Projector {
+    /// Start consuming `<prefix>.events`.
+    pub fn start(store: Store, broker: Broker, settings: Settings) -> Projector {
+        let (changes, _) = broadcast::channel(settings.broadcast_capacity.max(1));
+        let (stop, stop_rx) = oneshot::channel();
+        let worker = Worker {
+            store,
+            broker,
+            settings,
+            changes: changes.clone(),
+        };
+        let done = tokio::spawn(worker.run(stop_rx));
+        Projector {
+            stop,
+            done,
+            changes,
+        }
+    }
+
+    /// Every log entry the projector appends from now on, in cursor order.
+    pub fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
+        self.changes.subscribe()
+    }
+
+    /// The broadcast sender, to hand to components that subscribe later.
+    pub fn changes(&self) -> broadcast::Sender<StatusChange> {
+        self.changes.clone()
+    }
+
+    /// Commit and acknowledge the batch in flight, then stop.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
+    }
+}
+
+/// An incoming delivery, decoded or not.
+struct Delivery {
+    incoming: Incoming,
+    task: Result<EventTask, String>,
+}
+
+fn decode(body: &[u8]) -> Result<EventTask, String> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    scrub(&mut value);
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// Remove NUL characters from every string (PostgreSQL refuses them).
+fn scrub(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => *s = strip_nul(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(scrub),
+        serde_json::Value::Object(o) => o.values_mut().for_each(scrub),
+        _ => {}
+    }
+}
+
+/// Whether the projector was told to stop while it worked.
+enum Stopped {
+    Yes,
+    No,
+}
+
+struct Worker {
+    store: Store,
+    broker: Broker,
+    settings: Settings,
+    changes: broadcast::Sender<StatusChange>,
+}
+
+impl Worker {
+    async fn run(self, mut stop: oneshot::Receiver<()>) {
+        let queue = self.broker.topology().events_queue();
+        let mut inbox = self.broker.subscribe(queue, self.settings.prefetch);
+        let mut check = tokio::time::interval(self.settings.unmatched_check_interval);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                first = inbox.recv() => {
+                    let Some(first) = first else { break };
+                    let batch = self.collect(first, &mut inbox).await;
+                    if let Stopped::Yes = self.process(batch, &mut stop).await {
+                        break;
+                    }
+                }
+                _ = check.tick() => self.count_unmatched().await,
+            }
+        }
+        tracing::info!(target: "herald::projector", "status projector stopped");
+    }
+
+    /// The first delivery and whatever follows within `batch_wait`.
+    async fn collect(
+        &self,
+        first: Incoming,
+        inbox: &mut mpsc::Receiver<Incoming>,
+    ) -> Vec<Incoming> {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + self.settings.batch_wait;
+        while batch.len() < self.settings.batch_max {
+            match inbox.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => match tokio::time::timeout_at(deadline, inbox.recv()).await {
+                    Ok(Some(d)) => batch.push(d),
+                    _ => break,
+                },
+            }
+        }
+        batch
+    }
+
+    async fn count_unmatched(&self) {
+        match self
+            .store
+            .unmatched_receipts(self.settings.unmatched_after)
+            .await
+        {
+            Ok(n) => telemetry::receipts_unmatched(n),
+            Err(e) => tracing::debug!(error = %e, "could not count unmatched receipts"),
+        }
+    }
+
+    async fn process(&self, batch: Vec<Incoming>, stop: &mut oneshot::Receiver<()>) -> Stopped {
+        let mut good = Vec::with_capacity(batch.len());
+        for incoming in batch {
+            let task = decode(&incoming.body);
+            let d = Delivery { incoming, task };
+            match &d.task {
+                Ok(_) => good.push(d),
+                Err(reason) => {
+                    telemetry::projector_malformed(reason);
+                    self.dead_letter(&d.incoming.body, reason).await;
+                    ack(d.incoming).await;
+                }
+            }
+        }
+        if good.is_empty() {
+            return Stopped::No;
+        }
+        match self.apply_retrying(&good, stop).await {
+            Ok(true) => {
+                for d in good {
+                    ack(d.incoming).await;
+                }
+                Stopped::No
+            }
+            Ok(false) => self.apply_one_by_one(good, stop).await,
+            Err(()) => Stopped::Yes,
+        }
+    }
+
+    /// Apply `deliveries` in one transaction, retrying while the database is
+    /// unavailable. `Ok(true)` committed, `Ok(false)` refused by the
+    /// database, `Err` stopped while retrying (nothing acknowledged).
+    async fn apply_retrying(
+        &self,
+        deliveries: &[Delivery],
+        stop: &mut oneshot::Receiver<()>,
+    ) -> Result<bool, ()> {
+        let events: Vec<EventTask> = deliveries
+            .iter()
+            .filter_map(|d| d.task.as_ref().ok().cloned())
+            .collect();
+        loop {
+            match self.apply(&events).await {
+                Ok(()) => return Ok(true),
+                Err(e) if refuses_data(&e) => {
+                    telemetry::projector_failed("refused", &e);
+                    return Ok(false);
+                }
+                Err(e) => {
+                    telemetry::projector_failed("unavailable", &e);
+                    tokio::select! {
+                        _ = &mut *stop => return Err(()),
+                        _ = tokio::time::sleep(self.settings.retry_backoff) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A batch the database refused: find the event it refuses by applying
+    /// each alone; dead-letter that one and acknowledge the rest as they
+    /// commit.
+    async fn apply_one_by_one(
+        &self,
+        deliveries: Vec<Delivery>,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> Stopped {
+        for d in deliveries {
+            match self.apply_retrying(std::slice::from_ref(&d), stop).await {
+                Ok(true) => ack(d.incoming).await,
+                Ok(false) => {
+                    self.dead_letter(&d.incoming.body, "refused by the database")
+                        .await;
+                    ack(d.incoming).await;
+                }
+                Err(()) => return Stopped::Yes,
+            }
+        }
+        Stopped::No
+    }
+
+    async fn apply(&self, events: &[EventTask]) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let lookup = fold::lookup(events);
+        let (projected, report) = self
+            .store
+            .project(&lookup, |loaded| fold::fold(events, loaded))
+            .await?;
+        telemetry::projector_batch(events.len(), started.elapsed(), &report);
+        for p in &projected {
+            // No subscriber is fine: the log is the source of truth.
+            let _ = self.changes.send(StatusChange::from(p));
+        }
+        Ok(())
+    }
+
+    /// Publish a poison payload to `<prefix>.dead` with its reason. Best
+    /// effort: when RabbitMQ refuses, the reason is still logged and counted.
+    async fn dead_letter(&self, body: &[u8], reason: &str) {
+        let topology = self.broker.topology();
+        let envelope = serde_json::json!({
+            "source": topology.events_queue(),
+            "reason": reason,
+            "body": String::from_utf8_lossy(body),
+            "at": Utc::now(),
+        });
+        let outgoing = Outgoing {
+            exchange: topology.dead_exchange(),
+            routing_key: String::new(),
+            body: envelope.to_string().into_bytes(),
+            priority: 0,
+        };
+        match self.broker.publish_confirmed(&[outgoing]).await {
+            Ok(()) => telemetry::projector_dead_lettered(),
+            Err(e) => tracing::warn!(target: "herald::projector", error = %e, %reason,
+                "could not dead-letter an event; dropping it after logging"),
+        }
+    }
+}
+
+async fn ack(incoming: Incoming) {
+    if let Err(e) = incoming.ack().await {
+        // The channel is gone: RabbitMQ redelivers, and the event id makes
+        // the second application a no-op.
+        tracing::debug!(target: "herald::projector", error = %e, "ack failed; will be redelivered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_scrubs_nul_and_refuses_garbage() {
+        let body = br#"{"type":"receipt.v1","event_id":"evt_1","carrier":"c\u0000","receipt":{"carrier_ref":"AB","state":"delivered","error_code":null,"done_at":null,"raw":"x\u0000y","final":true},"received_at":"2026-11-23T00:00:00Z"}"#;
+        match decode(body).unwrap() {
+            EventTask::ReceiptV1(r) => {
+                assert_eq!(r.carrier, "c");
+                assert_eq!(r.receipt.raw, "xy");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(decode(b"not json").is_err());
+        assert!(decode(br#"{"type":"status.v9"}"#).is_err());
+    }
+}
