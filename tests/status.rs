@@ -639,3 +639,83 @@ async fn a_thousand_events_take_few_transactions_and_poison_does_not_block() {
         2.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_applied_event_is_broadcast_in_process_after_commit() {
+    use herald::config::{Config, Secret};
+    use herald::projector::{Projector, Settings};
+    use herald::store::Store;
+
+    let env = TestEnv::new();
+    let (tenant, key) = env.create_tenant("acme", &[]);
+    let mut herald = env.start();
+    let id = send(&herald.url, &key, "Muraho").await;
+    // Stop the service so that only the projector below consumes events.
+    assert!(herald.terminate(Duration::from_secs(30)).success());
+
+    let mut config = Config::load(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config")),
+        "test",
+    )
+    .unwrap();
+    config.database.url = serde_json::from_value::<Secret>(env.database_url().into()).unwrap();
+    let store = Store::connect(&config.database).unwrap();
+    let projector = Projector::start(store, env.broker(), Settings::from(&config.projector));
+    let mut changes = projector.subscribe();
+
+    publish(
+        &env.broker(),
+        &[
+            status(&tenant, &id, "sending", &[]),
+            status(&tenant, &id, "sent", &["5"]),
+            receipt("5", ReceiptState::Delivered),
+        ],
+    )
+    .await;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let change = tokio::time::timeout(Duration::from_secs(20), changes.recv())
+            .await
+            .expect("a broadcast within 20 s")
+            .unwrap();
+        got.push(change);
+    }
+    let seen: Vec<(i32, &str, Option<&str>, bool)> = got
+        .iter()
+        .map(|c| {
+            (
+                c.seq,
+                c.status.as_str(),
+                c.previous_status.as_deref(),
+                c.is_final,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (2, "sending", Some("queued"), false),
+            (3, "sent", Some("sending"), false),
+            (4, "delivered", Some("sent"), true)
+        ]
+    );
+    assert!(got.iter().all(|c| c.tenant_id.as_str() == tenant));
+    assert!(got.iter().all(|c| c.message_id.as_str() == id));
+    let db = env.db().await;
+    let cursors: Vec<i64> = db
+        .query(
+            "SELECT cursor FROM message_events WHERE message_id = $1 AND seq > 1 ORDER BY seq",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        got.iter().map(|c| c.cursor).collect::<Vec<_>>(),
+        cursors,
+        "broadcast cursors are the committed ones"
+    );
+    projector.shutdown().await;
+}
