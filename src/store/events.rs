@@ -101,7 +101,9 @@ pub struct Loaded {
     pub seen: Vec<String>,
     /// Messages named by status events or matched by receipt references.
     pub messages: Vec<MessageHead>,
-    /// Every part of every loaded message, and the parts receipts matched.
+    /// Every part of every loaded message, oldest first within a part
+    /// number: after a re-send (failover) the newest attempt's reference
+    /// is the one a part number stands for.
     pub parts: Vec<PartRow>,
     /// Parked receipts whose reference a `sent` event in the batch records,
     /// oldest first.
@@ -272,7 +274,8 @@ impl Store {
                 let rows = tx
                     .query(
                         "SELECT carrier, carrier_ref, message_id, part, state, error_code \
-                         FROM message_parts WHERE message_id = ANY($1) ORDER BY message_id, part",
+                         FROM message_parts WHERE message_id = ANY($1) \
+                         ORDER BY message_id, part, created_at",
                         &[&message_ids],
                     )
                     .await?;
