@@ -13,6 +13,8 @@ use std::time::Duration;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use herald_actors::broker::{Broker, BrokerConfig};
+use herald_actors::config::Plan;
+use herald_actors::root::Shutdown;
 use tokio::sync::mpsc;
 
 use crate::api::{self, AppState};
@@ -69,6 +71,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         crate::projector::Settings::from(&config.projector),
     );
     // --- end status projector ---
+    let plan = Plan::load(&config.routing.carriers_file, &config.routing.routes_file)?;
+    let tree = if plan.carriers.is_empty() && plan.routes.is_empty() {
+        tracing::warn!("no carriers or routes configured: messages wait in the ingress queues");
+        None
+    } else {
+        tracing::info!(
+            carriers = plan.carriers.len(),
+            routes = plan.routes.len(),
+            "starting the actor tree"
+        );
+        Some(herald_actors::root::start(plan, broker.clone()).await?)
+    };
     let upkeep = {
         let handle = metrics.clone();
         actix_web::rt::spawn(async move {
@@ -88,6 +102,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ingest,
         auth: api::auth::AuthCache::new(Duration::from_secs(config.auth.cache_seconds)),
         metrics,
+        tree: tree.clone(),
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -122,6 +137,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("status projector did not finish in time; its events are redelivered");
     }
     // --- end status projector ---
+    if let Some(tree) = &tree {
+        // Stop consuming carrier queues, let submissions finish, unbind.
+        let _ = tokio::time::timeout(Duration::from_secs(15), tree.send(Shutdown)).await;
+    }
     broker.close().await;
     upkeep.abort();
     tracing::info!("herald stopped");

@@ -72,6 +72,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub routing: RoutingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +166,17 @@ pub struct AuthConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub token: Secret,
+    /// Allow `POST /v1/admin/actors/{name}/crash` (chaos testing).
+    pub chaos: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Carriers file (see config/carriers.toml).
+    pub carriers_file: PathBuf,
+    /// Routes file (see config/routes.toml).
+    pub routes_file: PathBuf,
 }
 
 /// Log line format.

@@ -39,6 +39,30 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Run a carrier simulator (a real protocol server) until Ctrl-C.
+    Sim {
+        #[command(subcommand)]
+        kind: SimKind,
+        /// Simulator settings (TOML; every key optional; see the simulator's
+        /// config struct in carriers/).
+        #[arg(long, global = true)]
+        config: Option<std::path::PathBuf>,
+        /// Listen address, e.g. 127.0.0.1:2775 (overrides the file).
+        #[arg(long, global = true)]
+        listen: Option<std::net::SocketAddr>,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum SimKind {
+    /// SMPP 3.4 SMSC (default 127.0.0.1:2775, control HTTP on 127.0.0.1:8775).
+    Smsc,
+    /// WhatsApp Cloud API.
+    Whatsapp,
+    /// Voice provider (Twilio-like).
+    Voice,
+    /// Generic JSON HTTP SMS provider.
+    HttpSms,
 }
 
 #[derive(Subcommand)]
@@ -61,6 +85,14 @@ enum TenantCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Sim {
+        kind,
+        config,
+        listen,
+    } = &cli.command
+    {
+        return sim::run(*kind, config.as_deref(), *listen);
+    }
     let config = match Config::load(&Config::default_dir(), &cli.profile) {
         Ok(c) => c,
         Err(e) => {
@@ -88,6 +120,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let applied = herald::store::migrate(config.database.url.expose()).await?;
             println!("migrations applied: {applied}");
         }
+        Command::Sim { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Tenant { command } => {
             let store = Store::open(&config.database).await?;
             match command {
@@ -149,4 +182,87 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+mod sim {
+    //! `herald sim …`: the carrier simulators from herald-carriers, standalone.
+
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::process::ExitCode;
+
+    use herald_carriers::smpp::{SmscConfig, SmscSim};
+    use herald_carriers::{http_sms, voice, whatsapp};
+
+    use super::SimKind;
+
+    fn load<T: serde::de::DeserializeOwned + Default>(file: Option<&Path>) -> Result<T, String> {
+        match file {
+            None => Ok(T::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+            }
+        }
+    }
+
+    pub fn run(kind: SimKind, file: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_writer(std::io::stderr)
+            .try_init();
+        let result = actix_web::rt::System::new().block_on(async move {
+            match kind {
+                SimKind::Smsc => {
+                    let mut c: SmscConfig = load(file)?;
+                    if file.is_none() {
+                        c.smpp_addr = SocketAddr::from(([127, 0, 0, 1], 2775));
+                        c.http_addr = Some(SocketAddr::from(([127, 0, 0, 1], 8775)));
+                        c.credentials = vec![("herald".into(), "secret".into())];
+                        c.record = false;
+                    }
+                    if let Some(a) = listen {
+                        c.smpp_addr = a;
+                    }
+                    println!(
+                        "SMSC simulator on {} (system_id/password from its config)",
+                        c.smpp_addr
+                    );
+                    SmscSim::run_forever(c).await.map_err(|e| e.to_string())
+                }
+                SimKind::Whatsapp => {
+                    let mut c: whatsapp::sim::WhatsappSimConfig = load(file)?;
+                    if let Some(a) = listen {
+                        c.bind = a;
+                    }
+                    whatsapp::sim::run(c).await.map_err(|e| e.to_string())
+                }
+                SimKind::Voice => {
+                    let mut c: voice::sim::VoiceSimConfig = load(file)?;
+                    if let Some(a) = listen {
+                        c.bind = a;
+                    }
+                    voice::sim::run(c).await.map_err(|e| e.to_string())
+                }
+                SimKind::HttpSms => {
+                    let mut c: http_sms::sim::HttpSmsSimConfig = load(file)?;
+                    if let Some(a) = listen {
+                        c.bind = a;
+                    }
+                    http_sms::sim::run(c).await.map_err(|e| e.to_string())
+                }
+            }
+        });
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("herald sim: {e}");
+                ExitCode::from(1)
+            }
+        }
+    }
 }

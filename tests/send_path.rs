@@ -479,14 +479,7 @@ async fn concurrent_sends_share_group_commits() {
     let ids: HashSet<String> = futures::future::join_all(sends).await.into_iter().collect();
     assert_eq!(ids.len(), 300);
 
-    let metrics = http
-        .get(format!("{}/metrics", herald.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&herald.url).await;
     let value = |name: &str| -> f64 {
         metrics
             .lines()
@@ -561,14 +554,7 @@ async fn health_readiness_metrics_and_request_ids() {
         .await
         .unwrap();
     assert_eq!(res.status(), 405);
-    let metrics = http
-        .get(format!("{}/metrics", herald.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&herald.url).await;
     assert!(
         metrics.contains("herald_http_requests_total{route=\"/readyz\",status=\"200\"}"),
         "{metrics}"

@@ -719,3 +719,70 @@ async fn every_applied_event_is_broadcast_in_process_after_commit() {
     );
     projector.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_loses_nothing_and_applies_nothing_twice() {
+    let env = TestEnv::new();
+    let (tenant, key) = env.create_tenant("acme", &[]);
+    let mut herald = env.start();
+    let db = env.db().await;
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(send(&herald.url, &key, &format!("drain {i}")).await);
+    }
+    let mut events = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        events.push(status(&tenant, id, "sending", &[]));
+        events.push(status(&tenant, id, "sent", &[&format!("d{n}")]));
+    }
+    for n in 0..ids.len() {
+        events.push(receipt(&format!("d{n}"), ReceiptState::Delivered));
+    }
+    // Publish in chunks while the service is told to stop.
+    let broker = env.broker();
+    let publisher = tokio::spawn(async move {
+        for chunk in events.chunks(15) {
+            publish(&broker, chunk).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(herald.terminate(Duration::from_secs(30)).success());
+    drop(herald);
+    publisher.await.unwrap();
+    let before: i64 = db
+        .query_one(
+            "SELECT count(*) FROM message_events WHERE tenant_id = $1 AND seq > 1",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    eprintln!("{before} of 300 events applied before SIGTERM");
+
+    let _herald = env.start();
+    let done = eventually(Duration::from_secs(30), || async {
+        db.query_one(
+            "SELECT count(*) FROM messages WHERE tenant_id = $1 AND status = 'delivered'",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 100
+    })
+    .await;
+    assert!(done, "not every message was delivered after the restart");
+    let row = db
+        .query_one(
+            "SELECT count(*), count(DISTINCT (message_id, seq)), \
+                    count(*) FILTER (WHERE seq > 4) \
+             FROM message_events WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 400, "queued + 3 events per message");
+    assert_eq!(row.get::<_, i64>(1), 400, "seqs are unique per message");
+    assert_eq!(row.get::<_, i64>(2), 0, "nothing applied twice");
+}

@@ -112,6 +112,7 @@ impl CarrierConnection {
 
     fn report(&mut self) {
         let now = Instant::now();
+        self.throttle.refill(now);
         self.root.do_send(CarrierStatus {
             carrier: self.spec.id.clone(),
             bind: self.bind,

@@ -40,7 +40,8 @@ pub struct CrashRoute;
 pub struct RouteActor {
     spec: RouteSpec,
     picker: Picker,
-    /// Last reported usability; a carrier not yet heard of counts as usable.
+    /// Last reported usability; a carrier not yet heard of is not usable
+    /// (when none is usable the first in order still gets the message).
     usable: HashMap<String, bool>,
     broker: Broker,
 }

@@ -1,14 +1,14 @@
 //! Throughput control of one carrier connection: a token bucket whose rate
 //! adapts, additive increase and multiplicative decrease (AIMD). A throttling
 //! answer halves the rate (not below a floor); every second without one adds
-//! back a twentieth of the configured rate, up to the configured rate.
+//! back a tenth of the configured rate, up to the configured rate.
 
 use std::time::{Duration, Instant};
 
 /// Lowest rate a carrier is throttled down to (messages per second).
 pub const MIN_RATE: f64 = 1.0;
 /// Fraction of the configured rate regained per quiet second.
-pub const RECOVERY_STEP: f64 = 0.05;
+pub const RECOVERY_STEP: f64 = 0.1;
 /// Factor applied to the rate on a throttling answer.
 pub const DECREASE_FACTOR: f64 = 0.5;
 /// Throttling answers closer together than this count as one.
@@ -51,7 +51,9 @@ impl Throttle {
         (self.rate / 10.0).max(1.0)
     }
 
-    fn refill(&mut self, now: Instant) {
+    /// Bring tokens and the adaptive rate up to `now` (also without traffic,
+    /// so the reported rate recovers while the carrier is idle).
+    pub fn refill(&mut self, now: Instant) {
         let elapsed = now
             .saturating_duration_since(self.last_refill)
             .as_secs_f64();
@@ -139,7 +141,8 @@ mod tests {
         assert_eq!(t.rate(), 25.0);
         let later = start + Duration::from_millis(600);
         taken_over(&mut t, later, 5.0);
-        assert!(t.rate() > 25.0 && t.rate() <= 50.0, "{}", t.rate());
+        // Four quiet seconds in five: +10 each.
+        assert!(t.rate() > 25.0 && t.rate() <= 75.0, "{}", t.rate());
         taken_over(&mut t, later + Duration::from_secs(5), 30.0);
         assert_eq!(t.rate(), 100.0, "back to the configured rate, not above");
     }
@@ -152,5 +155,20 @@ mod tests {
             t.throttled(start + Duration::from_secs(i));
         }
         assert_eq!(t.rate(), MIN_RATE);
+    }
+}
+#[cfg(test)]
+mod idle_recovery {
+    use super::*;
+
+    #[test]
+    fn recovers_while_idle_with_only_periodic_refills() {
+        let start = Instant::now();
+        let mut t = Throttle::new(400.0, start);
+        t.throttled(start);
+        for i in 1..=80 {
+            t.refill(start + Duration::from_millis(500 * i));
+        }
+        assert_eq!(t.rate(), 400.0);
     }
 }

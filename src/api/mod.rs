@@ -2,6 +2,7 @@
 //! resource; handlers get the shared [`AppState`]; every error goes through
 //! [`error::ApiError`].
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod middleware;
@@ -10,10 +11,12 @@ pub mod v1;
 
 use std::sync::Arc;
 
+use actix::Addr;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use herald_actors::broker::Broker;
+use herald_actors::root::Root;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
@@ -31,11 +34,15 @@ pub struct AppState {
     pub ingest: Ingest,
     pub auth: auth::AuthCache,
     pub metrics: PrometheusHandle,
+    /// The actor tree of this node, when carriers are configured.
+    pub tree: Option<Addr<Root>>,
 }
 
 /// Every route of the service.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.configure(ops::routes).configure(v1::routes);
+    cfg.configure(ops::routes)
+        .configure(v1::routes)
+        .configure(admin::routes);
 }
 
 /// Answer for paths that match nothing.

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod carriers;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ pub const SHARDS: u16 = 4;
 pub struct TestEnv {
     pub name: String,
     pub vars: HashMap<String, String>,
+    /// Carrier queues to delete at the end.
+    pub carrier_ids: Vec<String>,
 }
 
 impl TestEnv {
@@ -38,7 +41,11 @@ impl TestEnv {
         vars.insert("HERALD__REDIS__URL".into(), REDIS.into());
         vars.insert("HERALD__REDIS__PREFIX".into(), name.clone());
         vars.insert("HERALD_PROFILE".into(), "test".into());
-        TestEnv { name, vars }
+        TestEnv {
+            name,
+            vars,
+            carrier_ids: Vec::new(),
+        }
     }
 
     pub fn set(&mut self, key: &str, value: impl Into<String>) {
@@ -136,6 +143,7 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         let name = self.name.clone();
         let broker = self.broker();
+        let carriers = self.carrier_ids.clone();
         let redis_url = REDIS.to_owned();
         // Clean up on a runtime of our own: Drop may run inside or outside one.
         let _ = std::thread::spawn(move || {
@@ -144,6 +152,8 @@ impl Drop for TestEnv {
                 .build()
                 .unwrap();
             rt.block_on(async move {
+                let ids: Vec<(&str, usize)> = carriers.iter().map(|c| (c.as_str(), 2)).collect();
+                let _ = broker.delete_carriers(&ids).await;
                 let _ = broker.teardown().await;
                 if let Ok((client, conn)) =
                     tokio_postgres::connect(&format!("{PG}/postgres"), tokio_postgres::NoTls).await
@@ -285,4 +295,39 @@ where
 /// A minimal valid SMS request body.
 pub fn sms(to: &str, body: &str) -> serde_json::Value {
     serde_json::json!({"channel": "sms", "to": to, "from": "HERALD", "body": body})
+}
+
+/// `POST /v1/messages` with a tenant key.
+pub async fn post_message(url: &str, key: &str, body: &serde_json::Value) -> reqwest::Response {
+    client()
+        .post(format!("{url}/v1/messages"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The id of an accepted message (asserts 202).
+pub async fn accepted_id(res: reqwest::Response) -> String {
+    assert_eq!(res.status(), 202);
+    let v: serde_json::Value = res.json().await.unwrap();
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// The Prometheus text of a running Herald.
+pub async fn metrics(url: &str) -> String {
+    client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// `SELECT count(*) …` in the environment's database.
+pub async fn count(env: &TestEnv, sql: &str) -> i64 {
+    env.db().await.query_one(sql, &[]).await.unwrap().get(0)
 }

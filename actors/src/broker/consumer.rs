@@ -10,13 +10,19 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
 use lapin::Acker;
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::mpsc;
 
 use super::{Broker, BrokerError};
+
+/// How long a stopped consumer's connection stays open for acknowledgements
+/// already under way.
+const ACK_GRACE: Duration = Duration::from_secs(2);
 
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -127,9 +133,15 @@ impl Broker {
                     Some(d) => d?,
                     None => break,
                 },
-                // The owner is gone (stopped or crashed): close, so that what
-                // it held unacknowledged is redelivered to its successor.
+                // The owner is gone (stopped or crashed). Stop deliveries,
+                // give acknowledgements already under way a moment to land
+                // (else their messages would be delivered twice), then close:
+                // whatever is still unacknowledged goes to its successor.
                 _ = tx.closed() => {
+                    let _ = channel
+                        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                        .await;
+                    tokio::time::sleep(ACK_GRACE).await;
                     let _ = connection.close(200, "consumer stopped".into()).await;
                     return Ok(());
                 }

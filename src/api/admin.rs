@@ -1,0 +1,91 @@
+//! `/v1/admin/*`: the operator's API, behind `Authorization: Bearer
+//! <admin.token>` (disabled when the token is empty).
+//!
+//! - `GET /v1/admin/actors`: the live supervision tree (shards, routes,
+//!   carrier connections with bound/breaker/rate/in-flight/restarts, and the
+//!   HealthMonitor's restart counts).
+//! - `POST /v1/admin/actors/{name}/crash`: make an actor panic, to watch
+//!   supervision bring it back; only when `admin.chaos = true`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use herald_actors::root::{CrashActor, Snapshot};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use super::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/admin/actors")
+            .route(web::get().to(actors))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/admin/actors/{name}/crash")
+            .route(web::post().to(crash))
+            .default_service(web::to(super::method_not_allowed)),
+    );
+}
+
+fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let token = state.config.admin.token.expose();
+    if token.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the admin API is disabled (admin.token is empty)",
+        ));
+    }
+    let given = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("invalid admin token"))
+    }
+}
+
+fn no_tree() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "actors_unavailable",
+        "the actor tree is not running on this node",
+    )
+}
+
+async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let tree = state.tree.as_ref().ok_or_else(no_tree)?;
+    let snapshot = tree.send(Snapshot).await.map_err(|_| no_tree())?;
+    Ok(HttpResponse::Ok().json(snapshot))
+}
+
+async fn crash(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    if !state.config.admin.chaos {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "chaos_disabled",
+            "crashing actors needs admin.chaos = true",
+        ));
+    }
+    let tree = state.tree.as_ref().ok_or_else(no_tree)?;
+    let found = tree
+        .send(CrashActor(path.into_inner()))
+        .await
+        .map_err(|_| no_tree())?;
+    if found {
+        Ok(HttpResponse::Accepted().json(serde_json::json!({"crashed": true})))
+    } else {
+        Err(ApiError::not_found("actor"))
+    }
+}

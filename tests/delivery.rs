@@ -1,0 +1,328 @@
+//! Messages through the actor tree to a real SMPP server (Herald's SMSC
+//! simulator): exactly once, at the configured rate, through faults.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::carriers::{route, smpp_carrier, smsc, wait_received};
+use common::{accepted_id, client, eventually, metrics, post_message, sms, Herald, TestEnv};
+use herald_carriers::smpp::{Behaviour, SmscHandle};
+use serde_json::Value;
+
+const ADMIN: &str = "test-admin-token";
+
+/// Send `n` messages with bodies `"{tag} {i}"`, `concurrency` at a time.
+async fn send_many(herald: &Herald, key: &str, tag: &str, n: usize, to: &str) -> Vec<String> {
+    let http = client();
+    let mut ids = Vec::with_capacity(n);
+    let concurrency = 32;
+    let mut i = 0;
+    while i < n {
+        let batch: Vec<_> = (i..(i + concurrency).min(n))
+            .map(|j| {
+                let http = http.clone();
+                let url = herald.url.clone();
+                let key = key.to_owned();
+                let body = sms(to, &format!("{tag} {j}"));
+                async move {
+                    let _ = &http;
+                    accepted_id(post_message(&url, &key, &body).await).await
+                }
+            })
+            .collect();
+        ids.extend(futures::future::join_all(batch).await);
+        i += concurrency;
+    }
+    ids
+}
+
+async fn admin_tree(herald: &Herald) -> Value {
+    client()
+        .get(format!("{}/v1/admin/actors", herald.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn carrier_bound(herald: &Herald, carrier: &str) -> bool {
+    let tree = admin_tree(herald).await;
+    tree["carriers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["carrier"] == carrier && c["bound"] == true)
+}
+
+/// An SMSC simulator, an environment whose one carrier `sim` (route `rw`
+/// for +250) points at it, a tenant key, and Herald started with the bind up.
+async fn with_sim(
+    behaviour: Behaviour,
+    tps: f64,
+    binds: u32,
+) -> (SmscHandle, TestEnv, String, Herald) {
+    let sim = smsc(behaviour).await;
+    let mut env = TestEnv::new();
+    env.use_carriers(
+        &smpp_carrier("sim", sim.addr(), tps, 10, binds),
+        &route("rw", &["+250"], "failover", &["sim"]),
+        &["sim"],
+    );
+    let (_, key) = env.create_tenant("acme", &["--rate", "100000"]);
+    let herald = env.start();
+    assert!(eventually(Duration::from_secs(10), || carrier_bound(&herald, "sim")).await);
+    (sim, env, key, herald)
+}
+
+/// Count each text the SMSC received.
+fn counts(sim: &herald_carriers::smpp::SmscHandle, tag: &str) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for r in sim.received() {
+        if r.text.starts_with(tag) && r.status == 0 {
+            *counts.entry(r.text.clone()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_the_smsc_exactly_once_at_the_configured_rate() {
+    const N: usize = 3000;
+    const TPS: f64 = 500.0;
+    let (sim, _env, key, herald) = with_sim(
+        Behaviour {
+            latency_ms: 2,
+            receipt_delay_ms: 50,
+            ..Default::default()
+        },
+        TPS,
+        2,
+    )
+    .await;
+
+    // Sample the SMSC's counter while the load flows.
+    let started = Instant::now();
+    let sampling = async {
+        let mut samples = Vec::new();
+        loop {
+            let n = sim.stats().submit_sm_ok;
+            samples.push((started.elapsed(), n));
+            if n as usize >= N || started.elapsed() > Duration::from_secs(90) {
+                return samples;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (samples, _) = tokio::join!(
+        sampling,
+        send_many(&herald, &key, "load", N, "+250788123456")
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        wait_received(&sim, N, Duration::from_secs(5)).await,
+        "only {} of {N} arrived; log:\n{}",
+        sim.received().len(),
+        herald.log()
+    );
+
+    let c = counts(&sim, "load");
+    assert_eq!(c.len(), N, "every message arrived");
+    assert!(c.values().all(|n| *n == 1), "none twice");
+    // No faster than the rate allows (with its 0.1 s burst), and not much slower.
+    let floor = N as f64 / TPS * 0.9;
+    assert!(
+        elapsed.as_secs_f64() >= floor,
+        "{elapsed:?} is faster than {TPS}/s"
+    );
+    // A sanity bound only (the machine may be busy with other tests);
+    // throughput proper is measured by the benchmark, not here.
+    assert!(
+        elapsed.as_secs_f64() <= N as f64 / TPS * 3.0 + 30.0,
+        "{elapsed:?}: far slower than {TPS}/s"
+    );
+    // Never above the rate by more than 5% over any second.
+    let mut worst = 0u64;
+    for (i, (t0, n0)) in samples.iter().enumerate() {
+        for (t1, n1) in &samples[i..] {
+            if *t1 - *t0 >= Duration::from_secs(1) {
+                let secs = (*t1 - *t0).as_secs_f64();
+                let per_second = ((n1 - n0) as f64 / secs) as u64;
+                worst = worst.max(per_second);
+                break;
+            }
+        }
+    }
+    assert!(
+        worst as f64 <= TPS * 1.05,
+        "peak {worst}/s over a one-second window exceeds {TPS}/s by more than 5%"
+    );
+    eprintln!("{N} messages in {elapsed:?}; peak {worst}/s for a configured {TPS}/s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_bind_is_restarted_and_every_message_still_goes_out() {
+    const N: usize = 600;
+    let (sim, _env, key, herald) = with_sim(
+        Behaviour {
+            latency_ms: 1,
+            drop_after_pdus: Some(250),
+            ..Default::default()
+        },
+        1000.0,
+        1,
+    )
+    .await;
+    send_many(&herald, &key, "drop", N, "+250788123456").await;
+    let all = eventually(Duration::from_secs(60), || async {
+        counts(&sim, "drop").len() == N
+    })
+    .await;
+    assert!(
+        all,
+        "only {} of {N} arrived; log:\n{}",
+        counts(&sim, "drop").len(),
+        herald.log()
+    );
+    let c = counts(&sim, "drop");
+    let duplicates: usize = c.values().map(|n| n - 1).sum();
+    let drops = sim.stats().dropped_connections as usize;
+    assert!(drops >= 2, "the simulator dropped the bind ({drops})");
+    assert!(
+        duplicates <= drops * 10,
+        "{duplicates} duplicates for {drops} drops exceeds the window of 10 per drop"
+    );
+    let tree = admin_tree(&herald).await;
+    let restarts = tree["carriers"][0]["restarts"].as_u64().unwrap();
+    assert!(restarts >= 2, "restarts counted: {tree}");
+    let metrics = metrics(&herald.url).await;
+    assert!(metrics.contains("herald_actor_restarts_total{kind=\"carrier_connection\"}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_actor_is_back_within_the_health_interval_and_nothing_is_lost() {
+    let (sim, _env, key, herald) = with_sim(Behaviour::default(), 1000.0, 1).await;
+
+    for name in ["carrier:sim:0", "route:rw"] {
+        let res = client()
+            .post(format!("{}/v1/admin/actors/{name}/crash", herald.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202, "{name}");
+        let back = eventually(Duration::from_secs(5), || async {
+            let tree = admin_tree(&herald).await;
+            tree["restarts"][name].as_u64().unwrap_or(0) >= 1
+        })
+        .await;
+        assert!(back, "{name} was not recreated; log:\n{}", herald.log());
+    }
+    assert!(eventually(Duration::from_secs(10), || carrier_bound(&herald, "sim")).await);
+    send_many(&herald, &key, "after", 200, "+250788123456").await;
+    let all = eventually(Duration::from_secs(30), || async {
+        counts(&sim, "after").len() == 200
+    })
+    .await;
+    assert!(
+        all,
+        "{} of 200; log:\n{}",
+        counts(&sim, "after").len(),
+        herald.log()
+    );
+
+    let res = client()
+        .post(format!("{}/v1/admin/actors/nobody/crash", herald.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let res = client()
+        .get(format!("{}/v1/admin/actors", herald.url))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_lowers_the_rate_and_it_climbs_back() {
+    let (sim, _env, key, herald) = with_sim(
+        Behaviour {
+            max_tps: Some(100),
+            ..Default::default()
+        },
+        400.0,
+        1,
+    )
+    .await;
+    send_many(&herald, &key, "thr", 800, "+250788123456").await;
+    let rate = |tree: &Value| tree["carriers"][0]["rate"].as_f64().unwrap();
+    let lowered = eventually(Duration::from_secs(10), || async {
+        rate(&admin_tree(&herald).await) < 400.0
+    })
+    .await;
+    assert!(lowered, "the rate came down under throttling");
+    let all = eventually(Duration::from_secs(60), || async {
+        counts(&sim, "thr").len() == 800
+    })
+    .await;
+    assert!(all, "{} of 800 arrived", counts(&sim, "thr").len());
+    assert!(sim.stats().throttled > 0, "the simulator did throttle");
+    // The carrier stops throttling: the rate climbs back to the configured
+    // one (a tenth of it per quiet second).
+    sim.update_behaviour(|b| b.max_tps = None);
+    send_many(&herald, &key, "calm", 50, "+250788123456").await;
+    let climbed = eventually(Duration::from_secs(60), || async {
+        rate(&admin_tree(&herald).await) >= 400.0
+    })
+    .await;
+    assert!(
+        climbed,
+        "the rate climbs back to 400: {}",
+        admin_tree(&herald).await
+    );
+    let metrics = metrics(&herald.url).await;
+    assert!(
+        metrics.contains("herald_carrier_tps_limit{carrier=\"sim\""),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_carrier_fails_over_to_the_next() {
+    let sim = smsc(Behaviour::default()).await;
+    // Nothing listens on the primary's port.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let mut env = TestEnv::new();
+    env.use_carriers(
+        &format!(
+            "{}{}",
+            smpp_carrier("primary", dead_addr, 1000.0, 10, 1),
+            smpp_carrier("backup", sim.addr(), 1000.0, 10, 1)
+        ),
+        &route("rw", &["+250"], "failover", &["primary", "backup"]),
+        &["primary", "backup"],
+    );
+    let (_, key) = env.create_tenant("acme", &["--rate", "100000"]);
+    let herald = env.start();
+    assert!(eventually(Duration::from_secs(10), || carrier_bound(&herald, "backup")).await);
+    send_many(&herald, &key, "fo", 200, "+250788123456").await;
+    let all = eventually(Duration::from_secs(30), || async {
+        counts(&sim, "fo").len() == 200
+    })
+    .await;
+    assert!(
+        all,
+        "{} of 200 went out through the backup",
+        counts(&sim, "fo").len()
+    );
+}
