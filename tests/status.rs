@@ -743,7 +743,7 @@ async fn sigterm_mid_stream_loses_nothing_and_applies_nothing_twice() {
     let publisher = tokio::spawn(async move {
         for chunk in events.chunks(15) {
             publish(&broker, chunk).await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
     tokio::time::sleep(Duration::from_millis(60)).await;
