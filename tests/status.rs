@@ -154,6 +154,23 @@ async fn metric(url: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The test profile, pointed at this environment's database.
+fn test_config(env: &TestEnv) -> herald::config::Config {
+    let mut config = herald::config::Config::load(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config")),
+        "test",
+    )
+    .unwrap();
+    config.database.url =
+        serde_json::from_value::<herald::config::Secret>(env.database_url().into()).unwrap();
+    config
+}
+
+/// A store handle on this environment's database (already migrated).
+fn store_for(env: &TestEnv) -> herald::store::Store {
+    herald::store::Store::connect(&test_config(env).database).unwrap()
+}
+
 fn statuses(timeline: &Value) -> Vec<String> {
     timeline["events"]
         .as_array()
@@ -301,6 +318,14 @@ async fn an_early_receipt_is_kept_and_matched_when_its_reference_lands() {
     })
     .await;
     assert!(counted, "herald_receipts_unmatched never counted it");
+    let listed = store_for(&env)
+        .unmatched_receipt_list(Duration::from_secs(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].carrier, CARRIER);
+    assert_eq!(listed[0].carrier_ref, "beef", "kept in canonical form");
+    assert_eq!(listed[0].event_id, event_id(&early));
 
     publish(&broker, &[status(&tenant, &id, "sent", &["beef"])]).await;
     let m = wait_status(&herald.url, &key, &id, "delivered").await;
@@ -642,9 +667,7 @@ async fn a_thousand_events_take_few_transactions_and_poison_does_not_block() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_applied_event_is_broadcast_in_process_after_commit() {
-    use herald::config::{Config, Secret};
     use herald::projector::{Projector, Settings};
-    use herald::store::Store;
 
     let env = TestEnv::new();
     let (tenant, key) = env.create_tenant("acme", &[]);
@@ -653,14 +676,12 @@ async fn every_applied_event_is_broadcast_in_process_after_commit() {
     // Stop the service so that only the projector below consumes events.
     assert!(herald.terminate(Duration::from_secs(30)).success());
 
-    let mut config = Config::load(
-        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config")),
-        "test",
-    )
-    .unwrap();
-    config.database.url = serde_json::from_value::<Secret>(env.database_url().into()).unwrap();
-    let store = Store::connect(&config.database).unwrap();
-    let projector = Projector::start(store, env.broker(), Settings::from(&config.projector));
+    let config = test_config(&env);
+    let projector = Projector::start(
+        store_for(&env),
+        env.broker(),
+        Settings::from(&config.projector),
+    );
     let mut changes = projector.subscribe();
 
     publish(

@@ -320,6 +320,38 @@ impl Store {
         .await
     }
 
+    /// Receipts parked longer than `older_than`, oldest first, at most
+    /// `limit` (for an operator's listing; they stay parked).
+    pub async fn unmatched_receipt_list(
+        &self,
+        older_than: Duration,
+        limit: i64,
+    ) -> Result<Vec<ParkedReceipt>, StoreError> {
+        let secs = older_than.as_secs_f64();
+        self.with(|c| async move {
+            let rows = c
+                .query(
+                    "SELECT event_id, carrier, carrier_ref, payload, received_at \
+                     FROM pending_receipts \
+                     WHERE parked_at < now() - make_interval(secs => $1::float8) \
+                     ORDER BY parked_at, event_id LIMIT $2",
+                    &[&secs, &limit],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| ParkedReceipt {
+                    event_id: r.get(0),
+                    carrier: r.get(1),
+                    carrier_ref: r.get(2),
+                    payload: r.get(3),
+                    received_at: r.get(4),
+                })
+                .collect())
+        })
+        .await
+    }
+
     /// The tenant's log entries with a cursor above `after`, in cursor order,
     /// at most `limit`, never past the settled horizon (see the module docs).
     pub async fn tenant_events(
