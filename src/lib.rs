@@ -1,8 +1,9 @@
 //! # herald
 //!
 //! The Herald service: CLI, configuration, HTTP API (actix-web), the store
-//! (PostgreSQL), Redis, the accept path (group commit and outbox relay) and
-//! the status projector and the wiring that starts it all. See `../shared/DESIGN.md` for the whole.
+//! (PostgreSQL), Redis, the accept path (group commit and outbox relay), the
+//! status projector (event log and current status) and the wiring that
+//! starts it all. See `../shared/DESIGN.md` for the whole.
 
 pub mod api;
 pub mod app;
