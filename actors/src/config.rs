@@ -7,6 +7,7 @@
 //! binds = 2                # connections; they share the queue and the TPS
 //! tps = 200                # messages per second for the whole carrier
 //! window = 10              # unanswered submits per bind
+//! reroute_after_ms = 30000 # parked messages move to another carrier after
 //! [carrier.smpp]           # herald_carriers::smpp::SmppConfig fields
 //! host = "127.0.0.1"
 //! port = 2775
@@ -104,6 +105,10 @@ pub struct CarrierSpec {
     /// How long an open breaker waits before a probe.
     #[serde(default = "breaker_cooldown")]
     pub breaker_cooldown_ms: u64,
+    /// Messages parked on this carrier while it is unusable for longer than
+    /// this go back through routing, to another carrier of their route.
+    #[serde(default = "reroute_after")]
+    pub reroute_after_ms: u64,
     pub smpp: Option<SmppConfig>,
 }
 
@@ -119,10 +124,17 @@ fn ten() -> u32 {
 fn breaker_cooldown() -> u64 {
     5_000
 }
+fn reroute_after() -> u64 {
+    30_000
+}
 
 impl CarrierSpec {
     pub fn breaker_cooldown(&self) -> Duration {
         Duration::from_millis(self.breaker_cooldown_ms)
+    }
+
+    pub fn reroute_after(&self) -> Duration {
+        Duration::from_millis(self.reroute_after_ms)
     }
 }
 

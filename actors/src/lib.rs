@@ -14,6 +14,7 @@ pub mod health;
 pub mod ids;
 pub mod ingress;
 pub mod payload;
+pub mod reroute;
 pub mod root;
 pub mod route;
 pub mod routing;

@@ -19,8 +19,10 @@ use crate::carrier::{CarrierConnection, Crash, Drain};
 use crate::config::Plan;
 use crate::health::{HealthMonitor, Ping, Restarts, Watch};
 use crate::ingress::IngressConsumer;
+use crate::reroute::{Rerouter, StopRerouting};
 use crate::route::{CarrierUsable, CrashRoute, RouteActor};
 use crate::routing::Router;
+use crate::telemetry;
 use crate::tenant::UseRoutes;
 
 /// Routes and the actors that serve them, shared read-only by tenant actors.
@@ -83,6 +85,17 @@ pub struct TreeSnapshot {
 #[rtype(result = "bool")]
 pub struct CrashActor(pub String);
 
+/// A parked message to send through its route again (from a Rerouter).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reroute {
+    pub incoming: crate::broker::Incoming,
+    pub delivery: crate::payload::Delivery,
+}
+
+/// How often the root looks for carriers to re-route away from.
+pub const REROUTE_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Stop consuming carrier queues, let submissions in flight finish, unbind.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -97,6 +110,10 @@ pub struct Root {
     carriers: HashMap<(String, u32), Addr<CarrierConnection>>,
     status: HashMap<(String, u32), CarrierStatus>,
     usable: HashMap<String, bool>,
+    rates: HashMap<String, f64>,
+    /// Since when each unusable carrier has been unusable.
+    unusable_since: HashMap<String, std::time::Instant>,
+    rerouters: HashMap<String, Addr<Rerouter>>,
 }
 
 /// Declare the carriers' queues, then start the tree.
@@ -115,6 +132,9 @@ pub async fn start(plan: Plan, broker: Broker) -> Result<Addr<Root>, BrokerError
         carriers: HashMap::new(),
         status: HashMap::new(),
         usable: HashMap::new(),
+        rates: HashMap::new(),
+        unusable_since: HashMap::new(),
+        rerouters: HashMap::new(),
     };
     Ok(root.start())
 }
@@ -125,6 +145,50 @@ impl Root {
             router: Router::new(self.plan.routes.clone()),
             actors: self.routes.clone(),
         })
+    }
+
+    /// A carrier's usability (any bind usable) and total current rate.
+    fn carrier_state(&self, carrier: &str) -> CarrierUsable {
+        let binds = self.status.iter().filter(|((c, _), _)| c == carrier);
+        let (usable, rate) = binds.fold((false, 0.0), |(u, r), (_, s)| {
+            (u || s.usable, r + if s.bound { s.rate } else { 0.0 })
+        });
+        CarrierUsable {
+            carrier: carrier.to_owned(),
+            usable,
+            rate,
+        }
+    }
+
+    /// Start or stop rerouters: a carrier unusable for longer than its
+    /// `reroute_after_ms`, with a usable alternative on one of its routes,
+    /// has its parked messages sent elsewhere.
+    fn check_reroutes(&mut self, ctx: &mut Context<Self>) {
+        let now = std::time::Instant::now();
+        for spec in &self.plan.carriers {
+            let id = &spec.id;
+            let usable = self.usable.get(id).copied().unwrap_or(false);
+            if usable {
+                self.unusable_since.remove(id);
+                if let Some(r) = self.rerouters.remove(id) {
+                    r.do_send(StopRerouting);
+                    tracing::info!(carrier = %id, "carrier usable again; re-routing stops");
+                }
+                continue;
+            }
+            let since = *self.unusable_since.entry(id.clone()).or_insert(now);
+            let overdue = now.duration_since(since) >= spec.reroute_after();
+            let alternative = self.plan.routes.iter().any(|r| {
+                r.carriers.contains(id)
+                    && r.carriers
+                        .iter()
+                        .any(|c| c != id && self.usable.get(c).copied().unwrap_or(false))
+            });
+            if overdue && alternative && !self.rerouters.contains_key(id) {
+                let addr = Rerouter::new(id.clone(), self.broker.clone(), ctx.address()).start();
+                self.rerouters.insert(id.clone(), addr);
+            }
+        }
     }
 
     fn broadcast_routes(&self) {
@@ -139,6 +203,7 @@ impl Actor for Root {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(REROUTE_CHECK, |act, ctx| act.check_reroutes(ctx));
         let monitor = HealthMonitor::default().start();
         let me = ctx.address();
 
@@ -147,8 +212,8 @@ impl Actor for Root {
                 let spec = spec.clone();
                 let broker = self.broker.clone();
                 let me = me.clone();
-                move |usable: HashMap<String, bool>| {
-                    let addr = RouteActor::new(spec.clone(), usable, broker.clone()).start();
+                move || {
+                    let addr = RouteActor::new(spec.clone(), broker.clone()).start();
                     me.do_send(RouteStarted {
                         id: spec.id.clone(),
                         addr: addr.clone(),
@@ -156,13 +221,13 @@ impl Actor for Root {
                     addr
                 }
             };
-            let addr = RouteActor::new(spec.clone(), HashMap::new(), self.broker.clone()).start();
+            let addr = RouteActor::new(spec.clone(), self.broker.clone()).start();
             self.routes.insert(spec.id.clone(), addr.clone());
             monitor.do_send(Watch {
                 name: format!("route:{}", spec.id),
                 kind: "route",
                 ping: addr.recipient(),
-                factory: Box::new(move || make(HashMap::new()).recipient()),
+                factory: Box::new(move || make().recipient()),
             });
         }
 
@@ -262,11 +327,8 @@ impl Handler<RouteStarted> for Root {
     type Result = ();
 
     fn handle(&mut self, msg: RouteStarted, _: &mut Self::Context) {
-        for (carrier, usable) in &self.usable {
-            msg.addr.do_send(CarrierUsable {
-                carrier: carrier.clone(),
-                usable: *usable,
-            });
+        for carrier in self.usable.keys() {
+            msg.addr.do_send(self.carrier_state(carrier));
         }
         self.routes.insert(msg.id, msg.addr);
         self.broadcast_routes();
@@ -286,20 +348,48 @@ impl Handler<CarrierStatus> for Root {
 
     fn handle(&mut self, msg: CarrierStatus, _: &mut Self::Context) {
         let carrier = msg.carrier.clone();
+        telemetry::carrier_state(&carrier, msg.bind, carrier_state_name(&msg));
         self.status.insert((carrier.clone(), msg.bind), msg);
-        let usable = self
-            .status
-            .iter()
-            .filter(|((c, _), _)| *c == carrier)
-            .any(|(_, s)| s.usable);
-        if self.usable.get(&carrier) != Some(&usable) {
-            self.usable.insert(carrier.clone(), usable);
+        let state = self.carrier_state(&carrier);
+        let usable_changed = self.usable.get(&carrier) != Some(&state.usable);
+        let rate_changed = self
+            .rates
+            .get(&carrier)
+            .is_none_or(|r| (r - state.rate).abs() > 0.01 * state.rate.max(1.0));
+        if usable_changed || rate_changed {
+            self.usable.insert(carrier.clone(), state.usable);
+            self.rates.insert(carrier.clone(), state.rate);
             for route in self.routes.values() {
-                route.do_send(CarrierUsable {
-                    carrier: carrier.clone(),
-                    usable,
-                });
+                route.do_send(state.clone());
             }
+        }
+    }
+}
+
+/// The state name of a carrier connection for `herald_carrier_state`.
+fn carrier_state_name(s: &CarrierStatus) -> &'static str {
+    if !s.bound {
+        "unbound"
+    } else if s.breaker_open {
+        "breaker_open"
+    } else if s.rate < s.configured_rate {
+        "throttled"
+    } else {
+        "bound"
+    }
+}
+
+impl Handler<Reroute> for Root {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reroute, _: &mut Self::Context) {
+        match self.routes.get(&msg.delivery.route) {
+            Some(route) => route.do_send(crate::route::Dispatch {
+                incoming: msg.incoming,
+                delivery: msg.delivery,
+            }),
+            // A route that no longer exists: leave the message where it was.
+            None => drop(msg.incoming),
         }
     }
 }
@@ -366,6 +456,9 @@ impl Handler<Shutdown> for Root {
         // The monitor must not bring back what we stop.
         if let Some(m) = self.monitor.take() {
             drop(m);
+        }
+        for (_, r) in self.rerouters.drain() {
+            r.do_send(StopRerouting);
         }
         let carriers: Vec<Addr<CarrierConnection>> = self.carriers.values().cloned().collect();
         Box::pin(async move {

@@ -1,10 +1,8 @@
 //! Carrier fixtures: an SMSC simulator on a free port, and carriers/routes
 //! files for Herald pointing at it.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use herald_carriers::smpp::{Behaviour, SmscConfig, SmscHandle, SmscSim};
+use std::net::SocketAddr;
 
 use super::TestEnv;
 
@@ -32,6 +30,7 @@ tps = {tps}
 window = {window}
 breaker_failures = 3
 breaker_cooldown_ms = 1000
+reroute_after_ms = 1500
 [carrier.retry]
 delays_ms = [200, 500]
 max_attempts = 3
@@ -74,9 +73,4 @@ impl TestEnv {
         self.set("HERALD__ROUTING__ROUTES_FILE", r.display().to_string());
         self.carrier_ids = carrier_ids.iter().map(|s| s.to_string()).collect();
     }
-}
-
-/// Wait until `check` holds on the SMSC's received records.
-pub async fn wait_received(sim: &SmscHandle, n: usize, within: Duration) -> bool {
-    super::eventually(within, || async { sim.received().len() >= n }).await
 }
