@@ -13,6 +13,7 @@ use std::time::Duration;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use herald_actors::broker::{Broker, BrokerConfig};
+use herald_actors::carrier::NodeServices;
 use herald_actors::config::Plan;
 use herald_actors::root::Shutdown;
 use tokio::sync::mpsc;
@@ -71,6 +72,36 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         crate::projector::Settings::from(&config.projector),
     );
     // --- end status projector ---
+    // --- webhooks and live stream (issue 5): dispatcher, deliverer, hub ---
+    let webhooks = crate::webhooks::Webhooks::start(
+        store.clone(),
+        broker.clone(),
+        crate::webhooks::seal::Sealer::from_config(&config.webhooks)?,
+        crate::webhooks::Settings::from(&config.webhooks),
+        projector.subscribe(),
+    )
+    .await;
+    let hub = crate::stream::Hub::start(
+        store.clone(),
+        kv.clone(),
+        projector.subscribe(),
+        config.stream.client_buffer,
+    );
+    // WebSocket sessions would hold the HTTP shutdown open: close them on the signal.
+    let hub_closer = {
+        let hub = hub.clone();
+        actix_web::rt::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            hub.stop();
+        })
+    };
+    let hub_data = web::Data::new(hub.clone());
+    // --- end webhooks and live stream ---
     let plan = Plan::load(&config.routing.carriers_file, &config.routing.routes_file)?;
     let tree = if plan.carriers.is_empty() && plan.routes.is_empty() {
         tracing::warn!("no carriers or routes configured: messages wait in the ingress queues");
@@ -81,7 +112,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             routes = plan.routes.len(),
             "starting the actor tree"
         );
-        Some(herald_actors::root::start(plan, broker.clone()).await?)
+        let lease = NodeServices {
+            leases: Arc::new(kv.clone()),
+            ledger: Arc::new(kv.clone()),
+            node: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            lease_ttl: Duration::from_millis(config.routing.lease_ttl_ms),
+        };
+        Some(herald_actors::root::start(plan, broker.clone(), lease).await?)
     };
     let upkeep = {
         let handle = metrics.clone();
@@ -107,6 +144,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(hub_data.clone()) // live stream hub (issue 5)
             .wrap(from_fn(api::middleware::observe))
             .configure(api::routes)
             .default_service(web::to(api::not_found))
@@ -137,6 +175,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("status projector did not finish in time; its events are redelivered");
     }
     // --- end status projector ---
+    // --- webhooks and live stream (issue 5) ---
+    hub.stop();
+    hub_closer.abort();
+    if tokio::time::timeout(Duration::from_secs(10), webhooks.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("webhook deliveries did not finish in time; their tasks are redelivered");
+    }
+    // --- end webhooks and live stream ---
     if let Some(tree) = &tree {
         // Stop consuming carrier queues, let submissions finish, unbind.
         let _ = tokio::time::timeout(Duration::from_secs(15), tree.send(Shutdown)).await;

@@ -73,6 +73,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub routing: RoutingConfig,
+    pub webhooks: WebhooksConfig,
+    pub stream: StreamConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +179,51 @@ pub struct RoutingConfig {
     pub carriers_file: PathBuf,
     /// Routes file (see config/routes.toml).
     pub routes_file: PathBuf,
+    /// Lifetime of a carrier bind's lease (renewed every third of it); a
+    /// dead node's binds move to another node within it.
+    pub lease_ttl_ms: u64,
+}
+
+/// Webhook endpoints and delivery (`[webhooks]`); see `src/webhooks/mod.rs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Base64 of 32 bytes: seals endpoint secrets at rest (`env:VAR` in production).
+    pub secret_key: Secret,
+    /// Accept webhook URLs that resolve to loopback, private or link-local addresses.
+    pub allow_private: bool,
+    /// Delay before each retry; one more attempt than entries in total.
+    pub retry_delays_ms: Vec<u64>,
+    /// Each delay varies by up to this fraction either way.
+    pub jitter: f64,
+    /// Longest wait for a receiver's answer.
+    pub timeout_ms: u64,
+    /// Deliveries in flight to one endpoint at once.
+    pub endpoint_concurrency: usize,
+    /// How long a task for a busy endpoint waits before it is tried again.
+    pub busy_delay_ms: u64,
+    /// Unacknowledged delivery tasks this node takes at once.
+    pub prefetch: u16,
+    /// An endpoint failing this long without a success is disabled.
+    pub disable_after_seconds: u64,
+    /// How often the dispatcher looks for events when none was announced.
+    pub poll_interval_ms: u64,
+    /// Most events dispatched per transaction.
+    pub batch: i64,
+}
+
+/// The WebSocket live stream (`[stream]`); see `src/stream/mod.rs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Interval between pings to each client.
+    pub ping_interval_ms: u64,
+    /// A client silent this long (no pong, no message) is closed.
+    pub client_timeout_ms: u64,
+    /// Events buffered per client; a client further behind is closed.
+    pub client_buffer: usize,
+    /// Longest wait for one frame to be taken by a client's socket.
+    pub send_timeout_ms: u64,
 }
 
 /// Log line format.
@@ -347,6 +394,53 @@ impl Config {
         }
         if !(self.limits.burst_seconds > 0.0 && self.limits.burst_seconds.is_finite()) {
             return bad("limits.burst_seconds", "must be a positive number");
+        }
+        if self.routing.lease_ttl_ms < 300 {
+            return bad("routing.lease_ttl_ms", "must be at least 300");
+        }
+        if crate::webhooks::seal::Sealer::from_config(&self.webhooks).is_err() {
+            return bad(
+                "webhooks.secret_key",
+                "must be the base64 encoding of 32 bytes",
+            );
+        }
+        if self.webhooks.retry_delays_ms.contains(&0) {
+            return bad("webhooks.retry_delays_ms", "delays must be positive");
+        }
+        if !(0.0..0.5).contains(&self.webhooks.jitter) {
+            return bad("webhooks.jitter", "must be at least 0 and below 0.5");
+        }
+        if self.webhooks.timeout_ms == 0 || self.webhooks.busy_delay_ms == 0 {
+            return bad(
+                "webhooks.timeout_ms",
+                "timeout_ms and busy_delay_ms must be positive",
+            );
+        }
+        if self.webhooks.endpoint_concurrency == 0 || self.webhooks.prefetch == 0 {
+            return bad(
+                "webhooks.endpoint_concurrency",
+                "endpoint_concurrency and prefetch must be at least 1",
+            );
+        }
+        if self.webhooks.poll_interval_ms == 0 || self.webhooks.batch <= 0 {
+            return bad(
+                "webhooks.poll_interval_ms",
+                "poll_interval_ms and batch must be positive",
+            );
+        }
+        if self.stream.ping_interval_ms == 0
+            || self.stream.client_timeout_ms <= self.stream.ping_interval_ms
+        {
+            return bad(
+                "stream.client_timeout_ms",
+                "must be above stream.ping_interval_ms (both positive)",
+            );
+        }
+        if self.stream.client_buffer == 0 || self.stream.send_timeout_ms == 0 {
+            return bad(
+                "stream.client_buffer",
+                "client_buffer and send_timeout_ms must be positive",
+            );
         }
         if self.idempotency.ttl_seconds == 0 {
             return bad("idempotency.ttl_seconds", "must be positive");

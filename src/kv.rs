@@ -74,6 +74,35 @@ local remaining = math.floor((tolerance - (new_tat - now)) / interval)
 return {1, remaining, math.ceil(new_tat - now), 0}
 ";
 
+/// Take a lease, or extend it when the holder already has it.
+const LEASE_ACQUIRE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// Extend a lease only when the holder still has it.
+const LEASE_RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Delete a lease only when the holder still has it.
+const LEASE_RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// A handle on Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct Kv {
@@ -203,6 +232,77 @@ impl Kv {
         Ok(())
     }
 
+    async fn lease_script(
+        &self,
+        script: &str,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, KvError> {
+        let mut c = self.conn().await?;
+        let script = redis::Script::new(script);
+        let mut invocation = script.key(self.key(&[key]));
+        invocation.arg(holder).arg(ttl.as_millis() as u64);
+        let taken: i64 = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut c))
+            .await
+            .map_err(|_| KvError::Unavailable("timed out".into()))??;
+        Ok(taken == 1)
+    }
+
+    // --- live stream fan-out (issue 5) ---
+
+    /// `PUBLISH <prefix>:<channel> payload`.
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), KvError> {
+        let _: i64 = self
+            .run(redis::cmd("PUBLISH").arg(self.key(&[channel])).arg(payload))
+            .await?;
+        Ok(())
+    }
+
+    /// Every message published on `<prefix>:<channel>` from now on, for as
+    /// long as the receiver is kept. Resubscribes after a lost connection
+    /// (messages published meanwhile are missed: callers resume by cursor).
+    pub fn subscribe(&self, channel: &str) -> tokio::sync::mpsc::Receiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let client = self.client.clone();
+        let name = self.key(&[channel]);
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut backoff = Duration::from_millis(200);
+            while !tx.is_closed() {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if pubsub.subscribe(&name).await.is_ok() {
+                            backoff = Duration::from_millis(200);
+                            let mut messages = pubsub.on_message();
+                            loop {
+                                tokio::select! {
+                                    _ = tx.closed() => return,
+                                    m = messages.next() => {
+                                        let Some(m) = m else { break };
+                                        if let Ok(payload) = m.get_payload::<String>() {
+                                            if tx.try_send(payload).is_err() && tx.is_closed() {
+                                                return;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, channel = %name, "redis subscribe failed");
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+        rx
+    }
+
+    // --- end live stream fan-out ---
+
     /// Delete every key under this prefix (tests; resetting an environment).
     pub async fn delete_prefix(&self) -> Result<u64, KvError> {
         let mut c = self.conn().await?;
@@ -227,5 +327,53 @@ impl Kv {
             }
             cursor = next;
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl herald_actors::lease::Leases for Kv {
+    async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, String> {
+        self.lease_script(LEASE_ACQUIRE, key, holder, ttl)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn renew(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, String> {
+        self.lease_script(LEASE_RENEW, key, holder, ttl)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn release(&self, key: &str, holder: &str) {
+        let _ = self
+            .lease_script(LEASE_RELEASE, key, holder, Duration::from_millis(1))
+            .await;
+    }
+}
+
+#[async_trait::async_trait]
+impl herald_actors::ledger::SubmissionLedger for Kv {
+    async fn already_sent(&self, message_id: &str) -> Result<Option<Vec<String>>, String> {
+        let refs: Option<String> = self
+            .run(redis::cmd("GET").arg(self.key(&["sent", message_id])))
+            .await
+            .map_err(|e| e.to_string())?;
+        refs.map(|r| serde_json::from_str(&r).map_err(|e| e.to_string()))
+            .transpose()
+    }
+
+    async fn record_sent(&self, message_id: &str, carrier_refs: &[String]) -> Result<(), String> {
+        let refs = serde_json::to_string(carrier_refs).map_err(|e| e.to_string())?;
+        let _: () = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.key(&["sent", message_id]))
+                    .arg(refs)
+                    .arg("EX")
+                    .arg(herald_actors::ledger::REMEMBER.as_secs()),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 }

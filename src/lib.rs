@@ -14,5 +14,7 @@ pub mod message;
 pub mod outbox;
 pub mod projector;
 pub mod store;
+pub mod stream;
 pub mod telemetry;
 pub mod tenant;
+pub mod webhooks;

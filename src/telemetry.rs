@@ -107,6 +107,33 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         "herald_receipts_unmatched",
         "Receipts parked longer than projector.unmatched_after_seconds with no matching carrier reference"
     );
+    // --- webhooks and live stream (issue 5) ---
+    metrics::describe_counter!(
+        "herald_webhook_tasks_published_total",
+        "Webhook delivery tasks published by the dispatcher (one per event and target)"
+    );
+    metrics::describe_counter!(
+        "herald_webhook_attempts_total",
+        "Webhook delivery attempts, by outcome (succeeded, retrying, failed, gone, refused, deferred, skipped, malformed)"
+    );
+    metrics::describe_histogram!(
+        "herald_webhook_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time a webhook receiver took to answer"
+    );
+    metrics::describe_counter!(
+        "herald_webhook_endpoints_disabled_total",
+        "Webhook endpoints disabled, by reason (gone, failing)"
+    );
+    metrics::describe_gauge!(
+        "herald_stream_clients",
+        "WebSocket live stream clients connected to this node"
+    );
+    metrics::describe_counter!(
+        "herald_stream_disconnects_total",
+        "WebSocket live stream clients disconnected by Herald, by reason (slow, timeout, shutdown)"
+    );
+    // --- end webhooks and live stream ---
     Ok(handle)
 }
 
@@ -200,4 +227,36 @@ pub fn projector_dead_lettered() {
 /// Receipts parked past the threshold with nothing to match.
 pub fn receipts_unmatched(count: i64) {
     gauge!("herald_receipts_unmatched").set(count as f64);
+}
+
+// --- webhooks and live stream (issue 5) ---
+
+/// The dispatcher published delivery tasks.
+pub fn webhook_tasks_published(n: usize) {
+    counter!("herald_webhook_tasks_published_total").increment(n as u64);
+}
+
+/// One webhook delivery attempt ended (`latency`: when the receiver was asked).
+pub fn webhook_attempt(outcome: &str, latency: Option<Duration>) {
+    counter!("herald_webhook_attempts_total", "outcome" => outcome.to_owned()).increment(1);
+    if let Some(l) = latency {
+        histogram!("herald_webhook_duration_seconds").record(l.as_secs_f64());
+    }
+}
+
+/// A webhook endpoint was disabled.
+pub fn webhook_endpoint_disabled(reason: &str) {
+    tracing::warn!(target: "herald::webhooks", reason, "webhook endpoint disabled");
+    counter!("herald_webhook_endpoints_disabled_total", "reason" => reason.to_owned()).increment(1);
+}
+
+/// A live stream client connected (`+1`) or left (`-1`).
+pub fn stream_clients(delta: f64) {
+    gauge!("herald_stream_clients").increment(delta);
+}
+
+/// Herald closed a live stream client.
+pub fn stream_disconnected(reason: &'static str) {
+    tracing::info!(target: "herald::stream", reason, "stream client disconnected");
+    counter!("herald_stream_disconnects_total", "reason" => reason).increment(1);
 }

@@ -9,6 +9,7 @@
 pub mod events;
 pub mod messages;
 pub mod tenants;
+pub mod webhooks;
 
 use std::future::Future;
 use std::time::Duration;

@@ -6,6 +6,7 @@
 
 pub mod carriers;
 pub mod proxy;
+pub mod receiver;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -10,6 +10,7 @@
 
 mod consumer;
 mod topology;
+mod webhooks;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,9 @@ use tokio::sync::Mutex;
 
 pub use consumer::Incoming;
 pub use topology::Topology;
+
+/// Longest wait for a connection to close.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Minimum time between two connection attempts after a failure.
 pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(1000);
@@ -182,11 +186,18 @@ impl Broker {
 
     /// Drop the connection after a failure so the next call reconnects.
     async fn invalidate(&self) {
-        let mut link = self.inner.link.lock().await;
-        if let Some(l) = link.take() {
-            let _ = l.connection.close(320, "herald: reconnecting".into()).await;
-        }
+        let old = self.inner.link.lock().await.take();
         self.note_failure();
+        if let Some(l) = old {
+            // Never under the lock, never unbounded: the socket may be dead.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    CLOSE_TIMEOUT,
+                    l.connection.close(320, "herald: reconnecting".into()),
+                )
+                .await;
+            });
+        }
     }
 
     /// Publish every message persistently and wait until the broker has
@@ -331,9 +342,13 @@ impl Broker {
 
     /// Close the connection gracefully (shutdown).
     pub async fn close(&self) {
-        let mut link = self.inner.link.lock().await;
-        if let Some(l) = link.take() {
-            let _ = l.connection.close(200, "herald shutting down".into()).await;
+        let old = self.inner.link.lock().await.take();
+        if let Some(l) = old {
+            let _ = tokio::time::timeout(
+                CLOSE_TIMEOUT,
+                l.connection.close(200, "herald shutting down".into()),
+            )
+            .await;
         }
     }
 }

@@ -32,6 +32,11 @@ impl Topology {
         }
     }
 
+    /// The prefix of every name.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn shards(&self) -> u16 {
         self.shards
     }
@@ -42,6 +47,11 @@ impl Topology {
 
     pub fn ingress_queue(&self, shard: u16) -> String {
         format!("{}.ingress.{shard}", self.prefix)
+    }
+
+    /// Where a shard's tenants over their share wait (see `tenant`).
+    pub fn overflow_queue(&self, shard: u16) -> String {
+        format!("{}.ingress.{shard}.overflow", self.prefix)
     }
 
     pub fn ingress_key(shard: u16) -> String {
@@ -93,6 +103,15 @@ impl Topology {
                 )
             })
             .collect();
+        for n in 0..self.shards {
+            // Bound to the dead-letter exchange under a key nothing uses:
+            // reached only by name, through the default exchange.
+            queues.push((
+                self.overflow_queue(n),
+                self.ingress_exchange(),
+                format!("overflow.{n}"),
+            ));
+        }
         queues.push((self.events_queue(), self.events_exchange(), "status".into()));
         queues.push((self.dead_queue(), self.dead_exchange(), String::new()));
         queues

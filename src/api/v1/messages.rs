@@ -262,6 +262,11 @@ async fn show(
     let events = state.store.message_events(&id).await?;
     let mut v = view(&message);
     v["events"] = Value::Array(events.iter().map(event_view).collect());
+    // --- webhook attempts (issue 5) ---
+    let attempts = state.store.message_attempts(&tenant.id, &id).await?;
+    v["webhook_attempts"] =
+        Value::Array(attempts.iter().map(super::webhooks::attempt_view).collect());
+    // --- end webhook attempts ---
     Ok(HttpResponse::Ok().json(v))
 }
 

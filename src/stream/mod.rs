@@ -1,0 +1,199 @@
+//! The live stream hub: every status change this node's projector commits,
+//! and every one other nodes' hubs announce, fanned out to this node's
+//! WebSocket clients (`GET /v1/stream`, see `api/v1/stream.rs` and
+//! [`session`]).
+//!
+//! Data enters from the projector's in-process broadcast ([`StatusChange`],
+//! after commit). The hub reads those entries back in one query per batch
+//! to add what clients see (carrier, detail, the message's channel), sends
+//! them to local clients and publishes them to Redis `<prefix>:events` with
+//! this node's id. Every hub subscribes to that channel and passes on what
+//! other nodes published, so a client on node B sees events projected on
+//! node A. Data leaves on a bounded broadcast ([`Hub::subscribe`]): a client
+//! that falls further behind than `stream.client_buffer` is closed and
+//! resumes with `after=<cursor>` (replayed from PostgreSQL).
+//!
+//! Redis unavailable: local clients still get local events; clients on other
+//! nodes miss them live and find them on their next resume.
+
+pub mod session;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::kv::Kv;
+use crate::projector::StatusChange;
+use crate::store::webhooks::DispatchEvent;
+use crate::store::Store;
+
+/// Redis channel (under the Redis prefix) the hubs share.
+pub const CHANNEL: &str = "events";
+
+/// One event as clients receive it: a `GET /v1/events` item plus the
+/// message's channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamEvent {
+    #[serde(skip_serializing)]
+    #[serde(default)]
+    pub tenant_id: String,
+    pub cursor: i64,
+    pub message_id: String,
+    pub seq: i32,
+    pub status: String,
+    pub previous_status: Option<String>,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub carrier: Option<String>,
+    pub detail: serde_json::Value,
+    pub at: DateTime<Utc>,
+    pub channel: String,
+}
+
+impl StreamEvent {
+    pub fn new(e: DispatchEvent, channel: String) -> StreamEvent {
+        StreamEvent {
+            tenant_id: e.tenant_id,
+            cursor: e.cursor,
+            message_id: e.message_id,
+            seq: e.seq,
+            status: e.status,
+            previous_status: e.previous_status,
+            is_final: e.is_final,
+            carrier: e.carrier,
+            detail: e.detail,
+            at: e.at,
+            channel,
+        }
+    }
+}
+
+/// What hubs publish to each other on Redis (tenant ids included).
+#[derive(Debug, Serialize, Deserialize)]
+struct Announcement {
+    node: String,
+    events: Vec<(String, StreamEvent)>,
+}
+
+/// The hub of this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    events: broadcast::Sender<Arc<StreamEvent>>,
+    stop: watch::Sender<bool>,
+    pub(crate) store: Store,
+}
+
+impl Hub {
+    /// Start relaying `changes` (local) and Redis (other nodes).
+    pub fn start(
+        store: Store,
+        kv: Kv,
+        changes: broadcast::Receiver<StatusChange>,
+        capacity: usize,
+    ) -> Hub {
+        let (events, _) = broadcast::channel(capacity.max(1));
+        let (stop, _) = watch::channel(false);
+        let node = uuid::Uuid::new_v4().simple().to_string();
+        let hub = Hub {
+            events,
+            stop,
+            store,
+        };
+        tokio::spawn(hub.clone().relay_local(kv.clone(), node.clone(), changes));
+        tokio::spawn(hub.clone().relay_remote(kv, node));
+        hub
+    }
+
+    /// Events from now on; lagging past the capacity is an error to the receiver.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StreamEvent>> {
+        self.events.subscribe()
+    }
+
+    /// Resolves when the hub is told to stop (sessions close then).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Close every session (shutdown).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    async fn relay_local(
+        self,
+        kv: Kv,
+        node: String,
+        mut changes: broadcast::Receiver<StatusChange>,
+    ) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            let first = tokio::select! {
+                _ = stop.changed() => return,
+                r = changes.recv() => r,
+            };
+            let mut cursors = Vec::new();
+            match first {
+                Ok(c) => cursors.push(c.cursor),
+                Err(broadcast::error::RecvError::Closed) => return,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(target: "herald::stream", missed = n,
+                        "stream hub lagged; clients resume by cursor");
+                    continue;
+                }
+            }
+            while let Ok(c) = changes.try_recv() {
+                cursors.push(c.cursor);
+            }
+            let rows = match self.store.events_by_cursor(&cursors).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(target: "herald::stream", error = %e,
+                        "could not read events for the live stream");
+                    continue;
+                }
+            };
+            let events: Vec<StreamEvent> = rows
+                .into_iter()
+                .map(|(e, channel)| StreamEvent::new(e, channel))
+                .collect();
+            let announcement = Announcement {
+                node: node.clone(),
+                events: events
+                    .iter()
+                    .map(|e| (e.tenant_id.clone(), e.clone()))
+                    .collect(),
+            };
+            for e in events {
+                let _ = self.events.send(Arc::new(e));
+            }
+            let payload = serde_json::to_string(&announcement).expect("serializes");
+            if let Err(e) = kv.publish(CHANNEL, &payload).await {
+                tracing::debug!(target: "herald::stream", error = %e,
+                    "could not announce events to other nodes");
+            }
+        }
+    }
+
+    async fn relay_remote(self, kv: Kv, node: String) {
+        let mut stop = self.stop.subscribe();
+        let mut inbox = kv.subscribe(CHANNEL);
+        loop {
+            let payload = tokio::select! {
+                _ = stop.changed() => return,
+                p = inbox.recv() => match p { Some(p) => p, None => return },
+            };
+            let Ok(a) = serde_json::from_str::<Announcement>(&payload) else {
+                continue;
+            };
+            if a.node == node {
+                continue;
+            }
+            for (tenant, mut e) in a.events {
+                e.tenant_id = tenant;
+                let _ = self.events.send(Arc::new(e));
+            }
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! The deliverer: consumes `<prefix>.webhooks`, signs and POSTs each task,
+//! records the attempt, schedules the retry and keeps endpoints' health.
+//!
+//! Lifecycle of one task: at most `endpoint_concurrency` deliveries run per
+//! endpoint; a task for a busy endpoint is parked `busy_delay` in a delay
+//! queue (so it holds no prefetch slot and other endpoints keep flowing).
+//! The answer decides the [`Outcome`]; the task is acknowledged only after
+//! its attempt row is written and any retry task is confirmed by RabbitMQ.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use herald_actors::broker::{Broker, Incoming};
+use herald_actors::{MessageId, TenantId};
+use serde_json::json;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use super::dispatcher::publish;
+use super::seal::Sealer;
+use super::{sign, target, Settings, WebhookTask, ENDPOINT_DISABLED, MESSAGE_STATUS};
+use crate::store::webhooks::AttemptRow;
+use crate::store::Store;
+use crate::telemetry;
+
+/// Longest wait at shutdown for deliveries in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// 2xx.
+    Succeeded,
+    /// 410: the receiver is gone for good; the endpoint is disabled.
+    Gone,
+    /// Anything else; `retry_after` when the receiver asked for it (429, 503).
+    Failed { retry_after: Option<Duration> },
+}
+
+/// Classify a receiver's answer.
+pub fn classify(status: u16, retry_after: Option<&str>) -> Outcome {
+    match status {
+        200..=299 => Outcome::Succeeded,
+        410 => Outcome::Gone,
+        429 | 503 => Outcome::Failed {
+            retry_after: retry_after
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs),
+        },
+        _ => Outcome::Failed { retry_after: None },
+    }
+}
+
+struct Deliverer {
+    store: Store,
+    broker: Broker,
+    sealer: Sealer,
+    settings: Arc<Settings>,
+    http: reqwest::Client,
+    /// One semaphore per endpoint (or callback URL).
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+pub async fn run(
+    store: Store,
+    broker: Broker,
+    sealer: Sealer,
+    settings: Arc<Settings>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("Herald-Webhooks/1")
+        .build()
+        .expect("HTTP client builds");
+    // The queues must exist before consuming (RabbitMQ may have been away at start).
+    while let Err(e) = broker.declare_webhooks(&settings.delay_queues_ms()).await {
+        tracing::warn!(target: "herald::webhooks", error = %e, "declaring webhook queues");
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    let me = Arc::new(Deliverer {
+        store,
+        broker: broker.clone(),
+        sealer,
+        settings: settings.clone(),
+        http,
+        limits: Mutex::new(HashMap::new()),
+    });
+    let mut inbox = broker.subscribe(broker.topology().webhooks_queue(), settings.prefetch);
+    let mut running = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            incoming = inbox.recv() => {
+                let Some(incoming) = incoming else { break };
+                let me = me.clone();
+                running.spawn(async move { me.handle(incoming).await });
+            }
+        }
+    }
+    drop(inbox);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    tracing::info!(target: "herald::webhooks", "webhook deliverer stopped");
+}
+
+impl Deliverer {
+    fn permit(&self, key: &str) -> Option<OwnedSemaphorePermit> {
+        let sem = {
+            let mut limits = self.limits.lock().expect("limits lock");
+            if limits.len() > 10_000 {
+                limits.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            limits
+                .entry(key.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.settings.endpoint_concurrency)))
+                .clone()
+        };
+        sem.try_acquire_owned().ok()
+    }
+
+    async fn settle(&self, incoming: Incoming, ok: bool) {
+        let r = if ok {
+            incoming.ack().await
+        } else {
+            incoming.requeue().await
+        };
+        if let Err(e) = r {
+            tracing::debug!(target: "herald::webhooks", error = %e, "settling a webhook task");
+        }
+    }
+
+    async fn later(&self, task: &WebhookTask, delay_ms: u64) -> Result<(), String> {
+        let queue = self.broker.topology().webhooks_delay_queue(delay_ms);
+        publish(&self.broker, std::slice::from_ref(task), &queue).await
+    }
+
+    async fn handle(&self, incoming: Incoming) {
+        let task: WebhookTask = match serde_json::from_slice(&incoming.body) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(target: "herald::webhooks", error = %e,
+                    "undecodable webhook task dropped");
+                telemetry::webhook_attempt("malformed", None);
+                self.settle(incoming, true).await;
+                return;
+            }
+        };
+        let WebhookTask::DeliverV1 {
+            endpoint_id, url, ..
+        } = &task;
+        let key = endpoint_id.clone().unwrap_or_else(|| url.clone());
+        let Some(_permit) = self.permit(&key) else {
+            telemetry::webhook_attempt("deferred", None);
+            let ok = self
+                .later(&task, self.settings.busy_delay.as_millis() as u64)
+                .await
+                .is_ok();
+            self.settle(incoming, ok).await;
+            return;
+        };
+        let ok = match self.deliver(&task).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(target: "herald::webhooks", error = %e,
+                    "webhook task will be retried");
+                false
+            }
+        };
+        self.settle(incoming, ok).await;
+    }
+
+    /// One attempt. `Err`: nothing conclusive was recorded; redeliver the task.
+    async fn deliver(&self, task: &WebhookTask) -> Result<(), String> {
+        let WebhookTask::DeliverV1 {
+            webhook_id,
+            tenant_id,
+            message_id,
+            cursor,
+            endpoint_id,
+            url,
+            attempt,
+            event,
+        } = task;
+        let tenant = TenantId::from_trusted(tenant_id.clone());
+        let secret = match endpoint_id {
+            Some(id) => match self
+                .store
+                .endpoint_by_id(id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(ep) if ep.enabled => self
+                    .sealer
+                    .open(&ep.secret_sealed)
+                    .map_err(|e| e.to_string())?,
+                // Deleted or disabled since: nothing to deliver.
+                _ => {
+                    telemetry::webhook_attempt("skipped", None);
+                    return Ok(());
+                }
+            },
+            None => self.sealer.callback_secret(tenant_id),
+        };
+        let mut row = AttemptRow {
+            tenant_id: tenant_id.clone(),
+            event_type: MESSAGE_STATUS.into(),
+            webhook_id: webhook_id.clone(),
+            event_cursor: Some(*cursor),
+            message_id: Some(message_id.clone()),
+            endpoint_id: endpoint_id.clone(),
+            url: url.clone(),
+            attempt: *attempt as i32,
+            outcome: String::new(),
+            status_code: None,
+            latency_ms: None,
+            error: None,
+            next_try_at: None,
+            created_at: None,
+        };
+        if !self.settings.allow_private {
+            if let Err(e) = target::check(url, false).await {
+                row.outcome = "failed".into();
+                row.error = Some(e.to_string());
+                telemetry::webhook_attempt("refused", None);
+                return self
+                    .store
+                    .record_attempt(&row)
+                    .await
+                    .map_err(|e| e.to_string());
+            }
+        }
+        let Some(message) = self
+            .store
+            .message(&tenant, &MessageId::from_trusted(message_id.clone()))
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let error = event
+            .detail
+            .get("error")
+            .or_else(|| event.detail.get("error_code"))
+            .cloned();
+        let now = Utc::now();
+        let body = json!({
+            "type": MESSAGE_STATUS,
+            "timestamp": now,
+            "data": {
+                "id": message_id,
+                "cursor": cursor,
+                "seq": event.seq,
+                "status": event.status,
+                "previous_status": event.previous_status,
+                "final": event.is_final,
+                "at": event.at,
+                "channel": message.channel,
+                "to": message.to,
+                "from": message.from,
+                "carrier": event.carrier.clone().or(message.carrier.clone()),
+                "error": error,
+                "detail": event.detail,
+                "metadata": message.metadata,
+                "message": crate::api::v1::messages::view(&message),
+            }
+        })
+        .to_string();
+        let timestamp = now.timestamp();
+        let started = Instant::now();
+        let answer = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", webhook_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                sign::signature(&secret, webhook_id, timestamp, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await;
+        let latency = started.elapsed();
+        row.latency_ms = Some(latency.as_millis().min(i32::MAX as u128) as i32);
+        let outcome = match answer {
+            Ok(r) => {
+                row.status_code = Some(i32::from(r.status().as_u16()));
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let outcome = classify(r.status().as_u16(), retry_after.as_deref());
+                if outcome != Outcome::Succeeded {
+                    row.error = Some(format!("HTTP {}", r.status().as_u16()));
+                }
+                outcome
+            }
+            Err(e) => {
+                row.error = Some(if e.is_timeout() {
+                    "timed out".to_owned()
+                } else if e.is_connect() {
+                    "connection failed".to_owned()
+                } else {
+                    "request failed".to_owned()
+                });
+                Outcome::Failed { retry_after: None }
+            }
+        };
+        match outcome {
+            Outcome::Succeeded => {
+                row.outcome = "succeeded".into();
+                telemetry::webhook_attempt("succeeded", Some(latency));
+                self.store
+                    .record_attempt(&row)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(id) = endpoint_id {
+                    let _ = self.store.endpoint_succeeded(id).await;
+                }
+            }
+            Outcome::Gone => {
+                row.outcome = "failed".into();
+                telemetry::webhook_attempt("gone", Some(latency));
+                self.store
+                    .record_attempt(&row)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(id) = endpoint_id {
+                    self.disabled(id, tenant_id, url, "gone").await?;
+                }
+            }
+            Outcome::Failed { retry_after } => {
+                let next = match retry_after {
+                    Some(wait) if self.settings.retry_delay_ms(*attempt).is_some() => {
+                        Some(self.settings.at_least_ms(wait))
+                    }
+                    _ => self.settings.retry_delay_ms(*attempt),
+                };
+                row.outcome = if next.is_some() { "retrying" } else { "failed" }.into();
+                row.next_try_at = next.map(|ms| now + chrono::Duration::milliseconds(ms as i64));
+                telemetry::webhook_attempt(&row.outcome, Some(latency));
+                self.store
+                    .record_attempt(&row)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(ms) = next {
+                    let mut again = task.clone();
+                    let WebhookTask::DeliverV1 { attempt, .. } = &mut again;
+                    *attempt += 1;
+                    self.later(&again, ms).await?;
+                }
+                if let Some(id) = endpoint_id {
+                    if self
+                        .store
+                        .endpoint_failed(id, self.settings.disable_after)
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
+                        self.notice(id, tenant_id, url, "failing").await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn disabled(&self, id: &str, tenant: &str, url: &str, why: &str) -> Result<(), String> {
+        if self
+            .store
+            .disable_endpoint(id, why)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            self.notice(id, tenant, url, why).await?;
+        }
+        Ok(())
+    }
+
+    /// Tell the tenant an endpoint was disabled: an `endpoint.disabled`
+    /// entry in its attempts (`GET /v1/webhooks/endpoints/{id}`).
+    async fn notice(&self, id: &str, tenant: &str, url: &str, why: &str) -> Result<(), String> {
+        telemetry::webhook_endpoint_disabled(why);
+        self.store
+            .record_attempt(&AttemptRow {
+                tenant_id: tenant.to_owned(),
+                event_type: ENDPOINT_DISABLED.into(),
+                webhook_id: format!("whd_{id}"),
+                event_cursor: None,
+                message_id: None,
+                endpoint_id: Some(id.to_owned()),
+                url: url.to_owned(),
+                attempt: 0,
+                outcome: "notice".into(),
+                status_code: None,
+                latency_ms: None,
+                error: Some(format!("endpoint disabled: {why}")),
+                next_try_at: None,
+                created_at: None,
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified() {
+        assert_eq!(classify(204, None), Outcome::Succeeded);
+        assert_eq!(classify(410, None), Outcome::Gone);
+        assert_eq!(
+            classify(429, Some("7")),
+            Outcome::Failed {
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+        assert_eq!(
+            classify(500, Some("7")),
+            Outcome::Failed { retry_after: None }
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! The dispatcher: event log -> delivery tasks on `<prefix>.webhooks`.
+//!
+//! Woken by the projector's broadcast (or every `poll_interval`), it runs
+//! [`Store::dispatch`] until nothing is left: each round publishes the tasks
+//! of one batch with publisher confirms inside the transaction that then
+//! advances `webhook_cursor`. See the module docs of `webhooks`.
+
+use std::sync::Arc;
+
+use herald_actors::broker::{Broker, Outgoing};
+use tokio::sync::{broadcast, watch};
+
+use super::{webhook_id, EventSnapshot, Settings, WebhookTask};
+use crate::projector::StatusChange;
+use crate::store::webhooks::{DispatchEvent, EndpointTarget};
+use crate::store::Store;
+use crate::telemetry;
+
+/// One task per target of each event: its callback URL, else its tenant's
+/// enabled endpoints.
+pub fn tasks(events: &[DispatchEvent], endpoints: &[EndpointTarget]) -> Vec<WebhookTask> {
+    let mut out = Vec::new();
+    for e in events {
+        let task = |endpoint_id: Option<String>, url: String| WebhookTask::DeliverV1 {
+            webhook_id: webhook_id(e.cursor),
+            tenant_id: e.tenant_id.clone(),
+            message_id: e.message_id.clone(),
+            cursor: e.cursor,
+            endpoint_id,
+            url,
+            attempt: 1,
+            event: snapshot(e),
+        };
+        match &e.callback_url {
+            Some(url) => out.push(task(None, url.clone())),
+            None => out.extend(
+                endpoints
+                    .iter()
+                    .filter(|ep| ep.tenant_id == e.tenant_id)
+                    .map(|ep| task(Some(ep.id.clone()), ep.url.clone())),
+            ),
+        }
+    }
+    out
+}
+
+/// The part of a log entry a delivery carries.
+pub fn snapshot(e: &DispatchEvent) -> EventSnapshot {
+    EventSnapshot {
+        seq: e.seq,
+        status: e.status.clone(),
+        previous_status: e.previous_status.clone(),
+        is_final: e.is_final,
+        carrier: e.carrier.clone(),
+        detail: e.detail.clone(),
+        at: e.at,
+    }
+}
+
+/// Publish tasks to the webhooks queue (default exchange), confirmed.
+pub async fn publish(broker: &Broker, tasks: &[WebhookTask], queue: &str) -> Result<(), String> {
+    let batch: Vec<Outgoing> = tasks
+        .iter()
+        .map(|t| Outgoing {
+            exchange: String::new(),
+            routing_key: queue.to_owned(),
+            body: serde_json::to_vec(t).expect("tasks serialize"),
+            priority: 0,
+        })
+        .collect();
+    for chunk in batch.chunks(500) {
+        broker
+            .publish_confirmed(chunk)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+pub async fn run(
+    store: Store,
+    broker: Broker,
+    settings: Arc<Settings>,
+    mut changes: broadcast::Receiver<StatusChange>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let queue = broker.topology().webhooks_queue();
+    loop {
+        loop {
+            let result = store
+                .dispatch(settings.batch, |events, endpoints| {
+                    let tasks = tasks(&events, &endpoints);
+                    let broker = broker.clone();
+                    let queue = queue.clone();
+                    async move {
+                        publish(&broker, &tasks, &queue).await?;
+                        telemetry::webhook_tasks_published(tasks.len());
+                        Ok(())
+                    }
+                })
+                .await;
+            match result {
+                Ok(n) if n as i64 >= settings.batch => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(target: "herald::webhooks", error = %e,
+                        "webhook dispatch failed; retrying");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = changes.recv() => {
+                if let Err(broadcast::error::RecvError::Closed) = r {
+                    // The projector stopped: keep polling the log.
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep(settings.poll_interval) => {}
+                    }
+                }
+            }
+            _ = tokio::time::sleep(settings.poll_interval) => {}
+        }
+    }
+    tracing::info!(target: "herald::webhooks", "webhook dispatcher stopped");
+}
