@@ -318,3 +318,66 @@ async fn events_projected_on_one_node_reach_clients_on_another() {
         .await
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_falls_behind_is_closed_and_resumes_without_gap() {
+    let mut env = TestEnv::new();
+    env.set("HERALD__STREAM__CLIENT_BUFFER", "2");
+    let (tenant, key) = env.create_tenant("acme", &[]);
+    let herald = env.start();
+    let broker = env.broker();
+    let id = send(&herald.url, &key).await;
+    let mut ws = connect(&herald.url, &key, "").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A late `sent` is logged each time: 300 log entries in a burst.
+    let burst: Vec<EventTask> = (0..300).map(|_| status(&tenant, &id, "sent")).collect();
+    publish(&broker, &burst).await;
+
+    let mut seen = Vec::new();
+    let reason = loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("closed in time")
+            .expect("a frame")
+            .expect("frame ok");
+        match m {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                seen.push(v["cursor"].as_i64().unwrap());
+            }
+            Message::Close(Some(frame)) => break frame,
+            Message::Close(None) => panic!("closed without a reason"),
+            _ => {}
+        }
+    };
+    assert_eq!(u16::from(reason.code), 1008, "{reason:?}");
+    let after: i64 = reason
+        .reason
+        .rsplit("after=")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if let Some(max) = seen.iter().max() {
+        assert_eq!(after, *max, "the close reason names the last cursor sent");
+    }
+
+    let full = loop {
+        let f = feed(&herald.url, &key, 0).await;
+        if f.len() == 301 {
+            break f;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let rest_expected: Vec<i64> = full.iter().copied().filter(|c| *c > after).collect();
+    let mut again = connect(&herald.url, &key, &format!("after={after}")).await;
+    let rest = take(&mut again, rest_expected.len()).await;
+    assert_eq!(cursors(&rest), rest_expected, "no gap, no duplicate");
+    let mut all = seen.clone();
+    all.extend(cursors(&rest));
+    let mut dedup = all.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), all.len(), "nothing twice");
+}

@@ -98,6 +98,68 @@ async fn get(url: &str, key: &str, path: &str) -> (u16, Value) {
     (code, res.json().await.unwrap_or(Value::Null))
 }
 
+/// The README's verification snippet and, when installed, the PyPI
+/// `standardwebhooks` package verify every request (an independent
+/// implementation of the specification). Skipped without python3.
+fn python_verifies(secret: &str, got: &[common::receiver::Received]) {
+    const SCRIPT: &str = r#"
+import base64, hashlib, hmac, json, sys, time
+
+def verify(secret, headers, body):
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    msg_id, ts = headers["webhook-id"], headers["webhook-timestamp"]
+    if abs(time.time() - int(ts)) > 300:
+        return False
+    mac = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    expected = base64.b64encode(mac).decode()
+    return any(hmac.compare_digest(s.split(",", 1)[1], expected)
+               for s in headers["webhook-signature"].split() if s.startswith("v1,"))
+
+cases = json.load(sys.stdin)
+try:
+    from standardwebhooks import Webhook
+except ImportError:
+    Webhook = None
+    print("standardwebhooks not installed; README snippet only", file=sys.stderr)
+for c in cases:
+    body = c["body"].encode()
+    assert verify(c["secret"], c["headers"], body), c
+    assert not verify(c["secret"], c["headers"], body + b" "), c
+    if Webhook is not None:
+        Webhook(c["secret"]).verify(body, c["headers"])
+print("verified", len(cases))
+"#;
+    let cases: Vec<Value> = got
+        .iter()
+        .map(|g| json!({"secret": secret, "headers": g.headers, "body": g.body}))
+        .collect();
+    let child = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("python3 not found: skipping the independent verification");
+        return;
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&cases).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python verification failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+}
+
 async fn cleanup(env: &TestEnv) {
     let _ = env.broker().delete_webhooks(DELAYS).await;
 }
@@ -178,6 +240,7 @@ async fn signed_deliveries_secret_shown_once_attempts_visible_and_replay() {
             v["data"]["status"].clone(),
         ));
     }
+    python_verifies(&secret, &got);
     seqs.sort_by_key(|s| s.0);
     assert_eq!(
         seqs,
@@ -440,5 +503,177 @@ async fn private_urls_are_refused_unless_allowed_and_bad_requests_are_named() {
         common::count(&env, "SELECT count(*) FROM webhook_endpoints").await,
         0
     );
+    cleanup(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_a_while_gets_every_event_once_it_is_back() {
+    let env = TestEnv::new();
+    let (tenant, key) = env.create_tenant("acme", &[]);
+    let herald = env.start();
+    // Reserve a port, then leave it closed: connections are refused.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let res = create_endpoint(&herald.url, &key, &format!("http://{addr}/hook")).await;
+    assert_eq!(res.status(), 201);
+    let secret = res.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = send(&herald.url, &key, sms("+250788123456", "one")).await;
+    let b = send(&herald.url, &key, sms("+250788123457", "two")).await;
+    publish(
+        &env.broker(),
+        &[status(&tenant, &a, "sent"), status(&tenant, &b, "sent")],
+    )
+    .await;
+    let refused = eventually(Duration::from_secs(10), || async {
+        common::count(
+            &env,
+            "SELECT count(*) FROM webhook_attempts WHERE error = 'connection failed'",
+        )
+        .await
+            >= 2
+    })
+    .await;
+    assert!(refused, "first attempts fail while the receiver is down");
+
+    let r = receiver::start_at(&addr).await;
+    let got = r.wait_for(2, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got_all = r.received();
+    assert_eq!(got_all.len(), 2, "each event once: {got:#?}");
+    let mut ids: Vec<&str> = got_all.iter().map(|g| g.header("webhook-id")).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2);
+    assert!(got_all.iter().all(|g| verify(&secret, g)));
+    let delivered: Vec<String> = got_all
+        .iter()
+        .map(|g| g.json()["data"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(delivered.contains(&a) && delivered.contains(&b));
+    cleanup(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let env = TestEnv::new();
+    let (tenant, key) = env.create_tenant("acme", &[]);
+    let herald = env.start();
+    let r = receiver::start().await;
+    r.script(&[429]);
+    endpoint(&herald.url, &key, &r).await;
+    let id = send(&herald.url, &key, sms("+250788123456", "Muraho")).await;
+    publish(&env.broker(), &[status(&tenant, &id, "sent")]).await;
+    let got = r.wait_for(2, Duration::from_secs(20)).await;
+    let waited = got[1].at - got[0].at;
+    // Without Retry-After the test profile would retry after ~200 ms.
+    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    cleanup(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_for_too_long_is_disabled_and_the_tenant_told() {
+    let mut env = TestEnv::new();
+    env.set("HERALD__WEBHOOKS__DISABLE_AFTER_SECONDS", "0");
+    let (tenant, key) = env.create_tenant("acme", &[]);
+    let herald = env.start();
+    let r = receiver::start().await;
+    r.script(&[500; 10]);
+    let (endpoint_id, _) = endpoint(&herald.url, &key, &r).await;
+    let id = send(&herald.url, &key, sms("+250788123456", "Muraho")).await;
+    publish(&env.broker(), &[status(&tenant, &id, "sent")]).await;
+    let ok = eventually(Duration::from_secs(20), || async {
+        let (_, e) = get(
+            &herald.url,
+            &key,
+            &format!("/v1/webhooks/endpoints/{endpoint_id}"),
+        )
+        .await;
+        e["enabled"] == false
+    })
+    .await;
+    assert!(ok, "disabled after failing past disable_after_seconds");
+    let (_, e) = get(
+        &herald.url,
+        &key,
+        &format!("/v1/webhooks/endpoints/{endpoint_id}"),
+    )
+    .await;
+    assert_eq!(e["disabled_reason"], "failing");
+    let notice = e["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "endpoint.disabled")
+        .cloned();
+    assert!(notice.is_some(), "{e}");
+    // The retry in flight finds it disabled: nothing more is sent.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(r.received().len(), 2);
+    cleanup(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_does_not_hold_back_another_endpoint() {
+    let mut env = TestEnv::new();
+    env.set("HERALD__WEBHOOKS__ENDPOINT_CONCURRENCY", "1");
+    let (tenant, key) = env.create_tenant("acme", &[]);
+    // A receiver that accepts connections and never answers.
+    let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_url = format!("http://{}/hook", slow.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = slow.accept().await {
+            held.push(s);
+        }
+    });
+    let herald = env.start();
+    let res = create_endpoint(&herald.url, &key, &slow_url).await;
+    assert_eq!(res.status(), 201);
+    let fast = receiver::start().await;
+    endpoint(&herald.url, &key, &fast).await;
+    let mut events = Vec::new();
+    for i in 0..10 {
+        let id = send(&herald.url, &key, sms("+250788123456", &format!("n{i}"))).await;
+        events.push(status(&tenant, &id, "sent"));
+    }
+    publish(&env.broker(), &events).await;
+    // The fast endpoint gets all ten well within the slow one's 3 s timeout.
+    let got = fast.wait_for(10, Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 10);
+    cleanup(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_committed_just_before_a_crash_is_still_delivered() {
+    let env = TestEnv::new();
+    let (tenant, key) = env.create_tenant("acme", &[]);
+    let mut herald = env.start();
+    let r = receiver::start().await;
+    endpoint(&herald.url, &key, &r).await;
+    let id = send(&herald.url, &key, sms("+250788123456", "Muraho")).await;
+    // Killed without a chance to publish anything more.
+    herald.child.kill().unwrap();
+    herald.child.wait().unwrap();
+    // What the projector had committed when the process died.
+    env.db()
+        .await
+        .execute(
+            "INSERT INTO message_events (message_id, tenant_id, seq, status, previous_status, \
+               final, carrier, detail, at, event_id) \
+             VALUES ($1, $2, 2, 'sent', 'queued', false, 'smsc-kigali', '{}', now(), 'crash-1')",
+            &[&id, &tenant],
+        )
+        .await
+        .unwrap();
+    let _herald = env.start();
+    let got = r.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json()["data"]["status"], "sent");
+    assert_eq!(got[0].json()["data"]["id"], id.as_str());
     cleanup(&env).await;
 }

@@ -130,7 +130,11 @@ pub async fn run(
         replayed: after.unwrap_or(0),
     };
     let mut filter = filter;
-    let end = match replay(&hub, &tenant, &filter, limits, &mut session, &mut sent).await {
+    let replayed = match after {
+        Some(_) => replay(&hub, &tenant, &filter, limits, &mut session, &mut sent).await,
+        None => Ok(()), // live only
+    };
+    let end = match replayed {
         Err(end) => end,
         Ok(()) => {
             serve(
@@ -178,10 +182,6 @@ async fn replay(
     session: &mut Session,
     sent: &mut Sent,
 ) -> Result<(), End> {
-    if sent.replayed == 0 && sent.last == 0 {
-        // No `after`: live only.
-        return Ok(());
-    }
     loop {
         let page = hub
             .store

@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// When it arrived.
+    pub at: std::time::Instant,
     pub headers: HashMap<String, String>,
     pub body: String,
     /// The status code answered.
@@ -65,7 +67,12 @@ impl Receiver {
 
 /// Start a receiver.
 pub async fn start() -> Receiver {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_at("127.0.0.1:0").await
+}
+
+/// Start a receiver on `addr` (e.g. a port a test reserved earlier).
+pub async fn start_at(addr: &str) -> Receiver {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let r = Receiver {
         url,
@@ -122,12 +129,19 @@ pub async fn start() -> Receiver {
                 let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
                 let code = me.script.lock().unwrap().pop_front().unwrap_or(200);
                 me.got.lock().unwrap().push(Received {
+                    at: std::time::Instant::now(),
                     headers,
                     body,
                     answered: code,
                 });
+                // 429 asks for one second of patience.
+                let retry_after = if code == 429 {
+                    "retry-after: 1\r\n"
+                } else {
+                    ""
+                };
                 let response = format!(
-                    "HTTP/1.1 {code} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    "HTTP/1.1 {code} Scripted\r\n{retry_after}content-length: 0\r\nconnection: close\r\n\r\n"
                 );
                 let _ = socket.write_all(response.as_bytes()).await;
                 let _ = socket.shutdown().await;
