@@ -389,3 +389,58 @@ async fn messages_parked_on_a_dead_carrier_are_rerouted() {
         "parked messages were re-routed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_tenant_does_not_delay_others_and_high_priority_overtakes_bulk() {
+    let sim = smsc(Behaviour::default()).await;
+    let mut env = TestEnv::new();
+    env.use_carriers(
+        &smpp_carrier("sim", sim.addr(), 200.0, 10, 1),
+        &route("rw", &["+250"], "failover", &["sim"]),
+        &["sim"],
+    );
+    let (_, flood_key) = env.create_tenant("flood", &["--rate", "100000"]);
+    let (_, quiet_key) = env.create_tenant("quiet", &["--rate", "100000"]);
+    let herald = env.start();
+    assert!(eventually(Duration::from_secs(10), || carrier_bound(&herald, "sim")).await);
+
+    // 3,000 bulk messages: 15 s of this carrier's 200/s.
+    send_many(&herald, &flood_key, "bulk", 3000, "+250788123456").await;
+    let backlog = 3000 - counts(&sim, "bulk").len();
+    assert!(backlog > 1000, "the flood is still queued ({backlog} left)");
+
+    // Another tenant's messages, and the flooder's own urgent ones.
+    let started = Instant::now();
+    send_many(&herald, &quiet_key, "quiet", 10, "+250788123456").await;
+    for i in 0..5 {
+        let mut body = sms("+250788123456", &format!("urgent {i}"));
+        body["priority"] = "high".into();
+        accepted_id(post_message(&herald.url, &flood_key, &body).await).await;
+    }
+    let through = eventually(Duration::from_secs(10), || async {
+        counts(&sim, "quiet").len() == 10 && counts(&sim, "urgent").len() == 5
+    })
+    .await;
+    let waited = started.elapsed();
+    let bulk_done = counts(&sim, "bulk").len();
+    assert!(
+        through,
+        "quiet {} of 10, urgent {} of 5 after {waited:?}",
+        counts(&sim, "quiet").len(),
+        counts(&sim, "urgent").len()
+    );
+    // Alone this takes about 2 s (15 s of backlog ahead); the bound leaves
+    // room for a machine busy with other tests.
+    assert!(
+        waited < Duration::from_secs(8),
+        "the quiet tenant and the urgent messages waited {waited:?} behind a flood"
+    );
+    assert!(
+        bulk_done < 3000,
+        "measured while the flood was still flowing"
+    );
+    eprintln!(
+        "quiet tenant and high priority through in {waited:?} with {} bulk messages still waiting",
+        3000 - bulk_done
+    );
+}

@@ -129,10 +129,4 @@ async fn an_sms_delivered_by_the_simulator_reaches_webhook_and_stream() {
         })
         .collect();
     assert_eq!(hooked, expected);
-    let _ = env
-        .broker()
-        .delete_webhooks(&[
-            160, 180, 200, 220, 240, 400, 450, 500, 550, 600, 800, 900, 1000, 1100, 1200,
-        ])
-        .await;
 }

@@ -16,10 +16,6 @@ use herald_actors::{MessageId, TenantId};
 use serde_json::{json, Value};
 
 const CARRIER: &str = "smsc-kigali";
-/// The test profile's retry_delays_ms, jittered, plus the busy delay.
-const DELAYS: &[u64] = &[
-    160, 180, 200, 220, 240, 400, 450, 500, 550, 600, 800, 900, 1000, 1100, 1200,
-];
 
 async fn send(url: &str, key: &str, body: Value) -> String {
     let res = client()
@@ -161,7 +157,10 @@ print("verified", len(cases))
 }
 
 async fn cleanup(env: &TestEnv) {
-    let _ = env.broker().delete_webhooks(DELAYS).await;
+    let _ = env
+        .broker()
+        .delete_webhooks(common::WEBHOOK_DELAY_QUEUES)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

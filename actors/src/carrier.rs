@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
-use herald_carriers::smpp::SmppClient;
-use herald_carriers::{CarrierConnection as _, CarrierError, Receipt, Submission, Submitted};
+use herald_carriers::smpp::{AckedReceipt, SmppClient};
+use herald_carriers::{CarrierConnection as _, CarrierError, Submission, Submitted};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::breaker::Breaker;
@@ -29,6 +29,8 @@ use crate::broker::{Broker, Incoming, Outgoing};
 use crate::config::CarrierSpec;
 use crate::events;
 use crate::health::Ping;
+use crate::lease::{bind_key, Leases};
+use crate::ledger::SubmissionLedger;
 use crate::payload::{CarrierTask, Delivery};
 use crate::root::{CarrierStatus, Root};
 use crate::telemetry;
@@ -55,12 +57,31 @@ pub struct Crash;
 #[rtype(result = "()")]
 pub struct Drain;
 
+/// What carrier connections share across nodes: bind leases and the
+/// submission ledger.
+#[derive(Clone)]
+pub struct NodeServices {
+    pub leases: Arc<dyn Leases>,
+    pub ledger: Arc<dyn SubmissionLedger>,
+    /// This node's id (the lease holder).
+    pub node: String,
+    pub lease_ttl: Duration,
+}
+
 /// What one bind is doing.
 pub struct CarrierConnection {
     spec: Arc<CarrierSpec>,
     bind: u32,
     broker: Broker,
     root: Addr<Root>,
+    leases: Arc<dyn Leases>,
+    ledger: Arc<dyn SubmissionLedger>,
+    /// This node's id: the lease holder.
+    node: String,
+    lease_ttl: Duration,
+    /// This node holds the bind's lease.
+    holding: bool,
+    last_renewed: Instant,
     client: Option<Arc<SmppClient>>,
     throttle: Throttle,
     breaker: Breaker,
@@ -81,9 +102,21 @@ pub struct CarrierConnection {
 }
 
 impl CarrierConnection {
-    pub fn new(spec: Arc<CarrierSpec>, bind: u32, broker: Broker, root: Addr<Root>) -> Self {
+    pub fn new(
+        spec: Arc<CarrierSpec>,
+        bind: u32,
+        broker: Broker,
+        root: Addr<Root>,
+        services: NodeServices,
+    ) -> Self {
         let share = spec.tps / f64::from(spec.binds.max(1));
         Self {
+            leases: services.leases,
+            ledger: services.ledger,
+            node: services.node,
+            lease_ttl: services.lease_ttl,
+            holding: false,
+            last_renewed: Instant::now(),
             throttle: Throttle::new(share, Instant::now()),
             breaker: Breaker::new(spec.breaker_failures, spec.breaker_cooldown()),
             spec,
@@ -113,11 +146,14 @@ impl CarrierConnection {
     fn report(&mut self) {
         let now = Instant::now();
         self.throttle.refill(now);
+        // A bind leased to another node is served there: usable for routing.
+        let standby = !self.holding;
         self.root.do_send(CarrierStatus {
             carrier: self.spec.id.clone(),
             bind: self.bind,
             bound: self.client.is_some(),
-            usable: self.client.is_some() && self.breaker.is_usable(now),
+            standby,
+            usable: standby || (self.client.is_some() && self.breaker.is_usable(now)),
             breaker_open: self.breaker.is_open(),
             rate: self.throttle.rate(),
             configured_rate: self.throttle.configured(),
@@ -128,13 +164,71 @@ impl CarrierConnection {
         telemetry::carrier_rate(self.id(), self.bind, self.throttle.rate());
     }
 
+    fn key(&self) -> String {
+        bind_key(&self.spec.id, self.bind)
+    }
+
+    /// Take the bind's lease, then bind; without the lease, wait and try
+    /// again (another node serves this bind).
+    fn acquire(&mut self, ctx: &mut Context<Self>) {
+        let leases = self.leases.clone();
+        let (key, node, ttl) = (self.key(), self.node.clone(), self.lease_ttl);
+        async move { leases.acquire(&key, &node, ttl).await }
+            .into_actor(self)
+            .map(|taken, act, ctx| match taken {
+                Ok(true) => {
+                    if !act.holding {
+                        tracing::info!(carrier = act.id(), bind = act.bind, node = %act.node, "bind lease taken");
+                    }
+                    act.holding = true;
+                    act.last_renewed = Instant::now();
+                    ctx.run_interval(act.lease_ttl / 3, |act, ctx| act.renew(ctx));
+                    act.connect(ctx);
+                }
+                other => {
+                    if let Err(e) = other {
+                        tracing::warn!(carrier = act.id(), error = %e, "lease store unavailable");
+                    }
+                    act.holding = false;
+                    act.report();
+                    ctx.run_later(act.lease_ttl / 3, |act, ctx| act.acquire(ctx));
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn renew(&mut self, ctx: &mut Context<Self>) {
+        let leases = self.leases.clone();
+        let (key, node, ttl) = (self.key(), self.node.clone(), self.lease_ttl);
+        async move { leases.renew(&key, &node, ttl).await }
+            .into_actor(self)
+            .map(|renewed, act, ctx| match renewed {
+                Ok(true) => act.last_renewed = Instant::now(),
+                Ok(false) => {
+                    tracing::warn!(carrier = act.id(), bind = act.bind, "bind lease lost; unbinding");
+                    act.holding = false;
+                    ctx.stop();
+                }
+                Err(e) => {
+                    // The store is away: keep the bind while the lease we
+                    // last renewed is surely still ours.
+                    if act.last_renewed.elapsed() >= act.lease_ttl * 2 / 3 {
+                        tracing::warn!(carrier = act.id(), error = %e, "cannot renew the bind lease; unbinding");
+                        act.holding = false;
+                        ctx.stop();
+                    }
+                }
+            })
+            .spawn(ctx);
+    }
+
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let Some(config) = self.spec.smpp.clone() else {
             ctx.stop();
             return;
         };
         let generation = self.generation;
-        async move { SmppClient::connect(config).await }
+        async move { SmppClient::connect_acked(config).await }
             .into_actor(self)
             .map(move |result, act, ctx| {
                 if act.generation != generation {
@@ -156,7 +250,7 @@ impl CarrierConnection {
     fn bound(
         &mut self,
         client: Arc<SmppClient>,
-        receipts: tokio::sync::mpsc::Receiver<Receipt>,
+        receipts: tokio::sync::mpsc::Receiver<AckedReceipt>,
         ctx: &mut Context<Self>,
     ) {
         self.failures = 0;
@@ -270,35 +364,64 @@ impl CarrierConnection {
             None,
         );
         let broker = self.broker.clone();
+        let ledger = self.ledger.clone();
         let generation = self.generation;
         async move {
+            let id = submission.message_id.clone();
+            if let Ok(Some(refs)) = ledger.already_sent(&id).await {
+                return Err(refs);
+            }
             let announce = broker.publish_confirmed(std::slice::from_ref(&sending));
             let started = Instant::now();
             let (announced, result) = futures::join!(announce, client.submit(submission));
-            (announced, result, started.elapsed())
+            Ok((announced, result, started.elapsed()))
         }
         .into_actor(self)
-        .map(move |(announced, result, elapsed), act, ctx| {
-            act.in_flight = act.in_flight.saturating_sub(1);
+        .map(move |answer, act, ctx| {
             if act.generation != generation {
                 return; // a previous bind's answer; the delivery is requeued by drop
             }
+            let (announced, result, elapsed) = match answer {
+                Ok(answer) => answer,
+                Err(refs) => {
+                    // Sent before (a redelivery): say so again, do not send.
+                    telemetry::duplicate_suppressed(act.id());
+                    let sent = events::status(
+                        act.broker.topology(),
+                        &delivery.envelope,
+                        "sent",
+                        Some(act.id()),
+                        refs,
+                        None,
+                    );
+                    act.finish_counted(incoming, vec![sent], "duplicate", None, ctx);
+                    return;
+                }
+            };
             if let Err(e) = announced {
                 telemetry::publish_failed("sending event", &e);
             }
             act.outcome(incoming, delivery, result, elapsed, ctx);
-            if act.draining {
-                act.pending.clear();
-                if act.in_flight == 0 {
-                    if let Some(done) = act.drained.take() {
-                        let _ = done.send(());
-                    }
-                }
-            } else {
-                act.pump(ctx);
-            }
         })
         .spawn(ctx);
+    }
+
+    /// One submission is settled (its delivery acknowledged or given back):
+    /// its window slot is free. Counting slots until settlement, not just
+    /// until the carrier answers, bounds what a crash can send twice by the
+    /// window.
+    fn settled(&mut self, ctx: &mut Context<Self>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.draining {
+            self.pending.clear();
+            if self.in_flight == 0 {
+                if let Some(done) = self.drained.take() {
+                    let _ = done.send(());
+                }
+            }
+        } else {
+            self.pump(ctx);
+        }
     }
 
     fn outcome(
@@ -320,15 +443,17 @@ impl CarrierConnection {
                     telemetry::breaker_changed(&id, false);
                 }
                 self.breaker.success();
+                let refs = submitted.carrier_refs;
                 let event = events::status(
                     &topology,
                     &delivery.envelope,
                     "sent",
                     Some(&id),
-                    submitted.carrier_refs,
+                    refs.clone(),
                     None,
                 );
-                self.finish(incoming, vec![event], "sent");
+                let id = delivery.envelope.id.to_string();
+                self.finish_counted(incoming, vec![event], "sent", Some((id, refs)), ctx);
             }
             Err(CarrierError::Throttled { .. }) => {
                 telemetry::carrier_submitted(&id, "throttled", seconds);
@@ -336,12 +461,14 @@ impl CarrierConnection {
                 self.report();
                 // Still ours: try again when the rate allows.
                 self.pending.push_front((incoming, delivery));
+                self.settled(ctx);
             }
             Err(CarrierError::ConnectionLost { text }) => {
                 telemetry::carrier_submitted(&id, "connection_lost", seconds);
                 tracing::warn!(carrier = %id, %text, "submission's fate unknown; it will be sent again");
                 // Requeued when we stop (the bind-lost watcher stops us).
                 self.pending.push_front((incoming, delivery));
+                self.in_flight = self.in_flight.saturating_sub(1);
                 ctx.stop();
             }
             Err(e @ CarrierError::Temporary { .. }) => {
@@ -363,11 +490,11 @@ impl CarrierConnection {
                         vec![],
                         Some(error),
                     );
-                    self.finish(incoming, vec![event], "failed");
+                    self.finish_counted(incoming, vec![event], "failed", None, ctx);
                 } else {
                     let tier = policy.tier(delivery.attempt);
                     let retry = events::to_retry(&topology, &id, tier, &delivery);
-                    self.finish(incoming, vec![retry], "retry");
+                    self.finish_counted(incoming, vec![retry], "retry", None, ctx);
                 }
             }
             Err(e @ CarrierError::Permanent { .. }) => {
@@ -380,51 +507,121 @@ impl CarrierConnection {
                     vec![],
                     Some(events::carrier_error(&e)),
                 );
-                self.finish(incoming, vec![event], "failed");
+                self.finish_counted(incoming, vec![event], "failed", None, ctx);
             }
         }
     }
 
     /// Publish `out` (confirmed), then acknowledge the delivery. If the
-    /// publish fails the delivery goes back to the queue.
+    /// publish fails the delivery goes back to the queue. Runs apart from
+    /// the actor, so a restart does not cut it short.
     fn finish(&self, incoming: Incoming, out: Vec<Outgoing>, status: &'static str) {
-        let broker = self.broker.clone();
-        let carrier = self.spec.id.clone();
+        actix::spawn(settle(
+            self.broker.clone(),
+            self.spec.id.clone(),
+            incoming,
+            out,
+            status,
+        ));
+    }
+
+    /// [`Self::finish`] for a submission holding a window slot: the slot is
+    /// freed when the delivery is settled. `sent`: the message a carrier
+    /// accepted, recorded in the ledger first.
+    fn finish_counted(
+        &self,
+        incoming: Incoming,
+        out: Vec<Outgoing>,
+        status: &'static str,
+        sent: Option<(String, Vec<String>)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let me = ctx.address();
+        let generation = self.generation;
+        let ledger = self.ledger.clone();
+        let work = settle(
+            self.broker.clone(),
+            self.spec.id.clone(),
+            incoming,
+            out,
+            status,
+        );
         actix::spawn(async move {
-            match broker.publish_confirmed(&out).await {
-                Ok(()) => {
-                    let _ = incoming.ack().await;
-                    telemetry::message_outcome(&carrier, status);
-                }
-                Err(e) => {
-                    telemetry::publish_failed("carrier outcome", &e);
-                    let _ = incoming.requeue().await;
+            if let Some((id, refs)) = sent {
+                if let Err(e) = ledger.record_sent(&id, &refs).await {
+                    tracing::warn!(error = %e, "submission ledger unavailable");
                 }
             }
+            work.await;
+            me.do_send(Settled { generation });
         });
     }
 }
 
+async fn settle(
+    broker: Broker,
+    carrier: String,
+    incoming: Incoming,
+    out: Vec<Outgoing>,
+    status: &'static str,
+) {
+    match broker.publish_confirmed(&out).await {
+        Ok(()) => {
+            let _ = incoming.ack().await;
+            telemetry::message_outcome(&carrier, status);
+        }
+        Err(e) => {
+            telemetry::publish_failed("carrier outcome", &e);
+            let _ = incoming.requeue().await;
+        }
+    }
+}
+
+/// A counted submission is settled (internal).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Settled {
+    generation: u64,
+}
+
+impl Handler<Settled> for CarrierConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Settled, ctx: &mut Self::Context) {
+        if msg.generation == self.generation {
+            self.settled(ctx);
+        }
+    }
+}
+
+/// Publish receipts to `herald.events` in batches; each is acknowledged to
+/// the carrier (deliver_sm_resp) only once its batch is confirmed. If the
+/// broker stays away, the receipts are dropped unacknowledged after a while
+/// and the carrier delivers them again.
 async fn forward_receipts(
     broker: Broker,
     carrier: String,
-    mut receipts: tokio::sync::mpsc::Receiver<Receipt>,
+    mut receipts: tokio::sync::mpsc::Receiver<AckedReceipt>,
 ) {
     while let Some(first) = receipts.recv().await {
-        let mut batch = vec![events::receipt(broker.topology(), &carrier, first)];
-        while batch.len() < RECEIPT_BATCH {
+        let mut held = vec![first];
+        while held.len() < RECEIPT_BATCH {
             match receipts.try_recv() {
-                Ok(r) => batch.push(events::receipt(broker.topology(), &carrier, r)),
+                Ok(r) => held.push(r),
                 Err(_) => break,
             }
         }
-        // The carrier was already answered (deliver_sm_resp); keep trying
-        // for a while rather than lose the receipt.
-        let mut wait = Duration::from_millis(100);
-        while let Err(e) = broker.publish_confirmed(&batch).await {
-            telemetry::publish_failed("receipt", &e);
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(5));
+        let batch: Vec<Outgoing> = held
+            .iter()
+            .map(|r| events::receipt(broker.topology(), &carrier, r.receipt.clone()))
+            .collect();
+        match broker.publish_confirmed(&batch).await {
+            Ok(()) => held.into_iter().for_each(AckedReceipt::ack),
+            Err(e) => {
+                telemetry::publish_failed("receipt", &e);
+                // Unacknowledged: the carrier keeps them and retries.
+                drop(held);
+            }
         }
     }
 }
@@ -439,11 +636,11 @@ impl Actor for CarrierConnection {
         }
         ctx.run_interval(STATUS_INTERVAL, |act, _| act.report());
         if self.failures == 0 {
-            self.connect(ctx);
+            self.acquire(ctx);
         } else {
             let backoff = (RESTART_BACKOFF * 2u32.saturating_pow(self.failures.min(8) - 1))
                 .min(MAX_RESTART_BACKOFF);
-            ctx.run_later(backoff, |act, ctx| act.connect(ctx));
+            ctx.run_later(backoff, |act, ctx| act.acquire(ctx));
         }
     }
 
@@ -517,12 +714,16 @@ impl Handler<Drain> for CarrierConnection {
             self.drained = Some(tx);
         }
         let client = self.client.clone();
+        let leases = self.leases.clone();
+        let (key, node) = (self.key(), self.node.clone());
+        self.holding = false;
         Box::pin(
             async move {
                 let _ = tokio::time::timeout(DRAIN_TIMEOUT, rx).await;
                 if let Some(c) = client {
                     c.close().await;
                 }
+                leases.release(&key, &node).await;
             }
             .into_actor(self)
             .map(|_, act, ctx| {

@@ -13,6 +13,8 @@ pub mod events;
 pub mod health;
 pub mod ids;
 pub mod ingress;
+pub mod lease;
+pub mod ledger;
 pub mod payload;
 pub mod reroute;
 pub mod root;

@@ -15,7 +15,7 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::broker::{Broker, BrokerError};
-use crate::carrier::{CarrierConnection, Crash, Drain};
+use crate::carrier::{CarrierConnection, Crash, Drain, NodeServices};
 use crate::config::Plan;
 use crate::health::{HealthMonitor, Ping, Restarts, Watch};
 use crate::ingress::IngressConsumer;
@@ -39,6 +39,8 @@ pub struct CarrierStatus {
     pub carrier: String,
     pub bind: u32,
     pub bound: bool,
+    /// The bind's lease is held by another node (which serves it).
+    pub standby: bool,
     pub usable: bool,
     pub breaker_open: bool,
     pub rate: f64,
@@ -104,6 +106,7 @@ pub struct Shutdown;
 pub struct Root {
     plan: Arc<Plan>,
     broker: Broker,
+    lease: NodeServices,
     monitor: Option<Addr<HealthMonitor>>,
     routes: HashMap<String, Addr<RouteActor>>,
     ingress: Vec<Addr<IngressConsumer>>,
@@ -117,7 +120,11 @@ pub struct Root {
 }
 
 /// Declare the carriers' queues, then start the tree.
-pub async fn start(plan: Plan, broker: Broker) -> Result<Addr<Root>, BrokerError> {
+pub async fn start(
+    plan: Plan,
+    broker: Broker,
+    lease: NodeServices,
+) -> Result<Addr<Root>, BrokerError> {
     for carrier in &plan.carriers {
         broker
             .declare_carrier(&carrier.id, &carrier.retry.delays_ms)
@@ -126,6 +133,7 @@ pub async fn start(plan: Plan, broker: Broker) -> Result<Addr<Root>, BrokerError
     let root = Root {
         plan: Arc::new(plan),
         broker,
+        lease,
         monitor: None,
         routes: HashMap::new(),
         ingress: Vec::new(),
@@ -147,16 +155,31 @@ impl Root {
         })
     }
 
-    /// A carrier's usability (any bind usable) and total current rate.
+    /// A carrier's usability (any bind usable) and the rate routes should
+    /// release to it: its binds' current rate, less a fifth while every
+    /// bound bind already holds a window's worth of waiting messages (its
+    /// queue is growing), so what waits in front of other tenants' messages
+    /// stays short.
     fn carrier_state(&self, carrier: &str) -> CarrierUsable {
-        let binds = self.status.iter().filter(|((c, _), _)| c == carrier);
-        let (usable, rate) = binds.fold((false, 0.0), |(u, r), (_, s)| {
-            (u || s.usable, r + if s.bound { s.rate } else { 0.0 })
-        });
+        let binds: Vec<&CarrierStatus> = self
+            .status
+            .iter()
+            .filter(|((c, _), _)| c == carrier)
+            .map(|(_, s)| s)
+            .collect();
+        let usable = binds.iter().any(|s| s.usable);
+        let rate: f64 = binds
+            .iter()
+            .filter(|s| s.bound || s.standby)
+            .map(|s| s.rate)
+            .sum();
+        let window = self.plan.carrier(carrier).map(|c| c.window).unwrap_or(1);
+        let bound: Vec<&&CarrierStatus> = binds.iter().filter(|s| s.bound).collect();
+        let backlogged = !bound.is_empty() && bound.iter().all(|s| s.pending >= window);
         CarrierUsable {
             carrier: carrier.to_owned(),
             usable,
-            rate,
+            rate: if backlogged { rate * 0.8 } else { rate },
         }
     }
 
@@ -174,6 +197,10 @@ impl Root {
                     r.do_send(StopRerouting);
                     tracing::info!(carrier = %id, "carrier usable again; re-routing stops");
                 }
+                continue;
+            }
+            let held_here = self.status.iter().any(|((c, _), s)| c == id && !s.standby);
+            if !held_here {
                 continue;
             }
             let since = *self.unusable_since.entry(id.clone()).or_insert(now);
@@ -238,10 +265,12 @@ impl Actor for Root {
                     let spec = spec.clone();
                     let broker = self.broker.clone();
                     let me = me.clone();
+                    let lease = self.lease.clone();
                     move || {
-                        let (s, b, m) = (spec.clone(), broker.clone(), me.clone());
+                        let (s, b, m, l) =
+                            (spec.clone(), broker.clone(), me.clone(), lease.clone());
                         let addr =
-                            Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m));
+                            Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m, l));
                         me.do_send(CarrierStarted {
                             carrier: spec.id.clone(),
                             bind,
@@ -250,8 +279,13 @@ impl Actor for Root {
                         addr
                     }
                 };
-                let (s, b, m) = (spec.clone(), self.broker.clone(), me.clone());
-                let addr = Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m));
+                let (s, b, m, l) = (
+                    spec.clone(),
+                    self.broker.clone(),
+                    me.clone(),
+                    self.lease.clone(),
+                );
+                let addr = Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m, l));
                 self.carriers.insert((spec.id.clone(), bind), addr.clone());
                 monitor.do_send(Watch {
                     name: format!("carrier:{}:{bind}", spec.id),
@@ -368,7 +402,9 @@ impl Handler<CarrierStatus> for Root {
 
 /// The state name of a carrier connection for `herald_carrier_state`.
 fn carrier_state_name(s: &CarrierStatus) -> &'static str {
-    if !s.bound {
+    if s.standby {
+        "standby"
+    } else if !s.bound {
         "unbound"
     } else if s.breaker_open {
         "breaker_open"
@@ -387,6 +423,7 @@ impl Handler<Reroute> for Root {
             Some(route) => route.do_send(crate::route::Dispatch {
                 incoming: msg.incoming,
                 delivery: msg.delivery,
+                share: None,
             }),
             // A route that no longer exists: leave the message where it was.
             None => drop(msg.incoming),

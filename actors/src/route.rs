@@ -28,8 +28,9 @@ use crate::telemetry;
 /// Seconds of a carrier's rate released ahead (the carrier queue's depth
 /// in steady state).
 pub const LEAD_SECONDS: f64 = 0.25;
-/// Released above the carrier's rate, so it never waits on us.
-pub const PACE_HEADROOM: f64 = 1.2;
+/// Released at the carrier's rate times this (the root lowers the rate it
+/// reports while the carrier has a backlog, which closes the loop).
+pub const PACE_HEADROOM: f64 = 1.0;
 
 /// Route this message (delivery in hand, ingress delivery to acknowledge).
 #[derive(Message)]
@@ -37,6 +38,9 @@ pub const PACE_HEADROOM: f64 = 1.2;
 pub struct Dispatch {
     pub incoming: Incoming,
     pub delivery: Delivery,
+    /// The tenant's share this message holds, given back once it is on a
+    /// carrier's queue.
+    pub share: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A carrier's usability and current total rate changed.
@@ -207,6 +211,7 @@ impl RouteActor {
         let Dispatch {
             incoming,
             mut delivery,
+            share,
         } = dispatch;
         let topology = self.broker.topology();
         let out = match carrier {
@@ -241,6 +246,7 @@ impl RouteActor {
                     let _ = incoming.requeue().await;
                 }
             }
+            drop(share);
         });
     }
 }

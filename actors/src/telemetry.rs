@@ -79,3 +79,13 @@ pub fn carrier_state(carrier: &str, bind: u32, state: &'static str) {
             .set(if s == state { 1.0 } else { 0.0 });
     }
 }
+
+/// A redelivered message was already accepted by a carrier: not sent again.
+pub fn duplicate_suppressed(carrier: &str) {
+    counter!("herald_duplicates_suppressed_total", "carrier" => carrier.to_owned()).increment(1);
+}
+
+/// A tenant over its share: a message moved to its shard's overflow queue.
+pub fn overflowed(shard: u16) {
+    counter!("herald_tenant_overflow_total", "shard" => shard.to_string()).increment(1);
+}

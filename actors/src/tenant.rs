@@ -4,16 +4,25 @@
 //! its validity is `expired` without being sent), finds the route, and hands
 //! the message to the route's actor. No route: the message fails with
 //! `no_route` at once, visibly.
+//!
+//! Fairness: a tenant may have at most [`SHARE`] messages waiting at its
+//! routes. Past that, its `normal` messages are moved (publish, then
+//! acknowledge) to the shard's overflow queue, so the shard's ingress queue
+//! keeps flowing for the other tenants on it. Overflow messages come back
+//! (a few at a time, see `ingress`) and wait here until the tenant's share
+//! frees up. `high` priority messages never wait in overflow.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::broker::{Broker, Incoming};
+use crate::broker::{Broker, Incoming, Outgoing};
 use crate::events;
-use crate::payload::{Delivery, MessageEnvelope};
+use crate::payload::{Delivery, IngressTask, MessageEnvelope, Priority};
 use crate::root::RouteTable;
 use crate::route::Dispatch;
 use crate::telemetry;
@@ -21,12 +30,17 @@ use crate::telemetry;
 /// A tenant actor with no message for this long stops.
 pub const IDLE_AFTER: Duration = Duration::from_secs(300);
 
-/// A message of this tenant, fresh from its ingress shard.
+/// Messages of one tenant that may wait at its routes at once.
+pub const SHARE: usize = 256;
+
+/// A message of this tenant, from its ingress shard or its overflow.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Admit {
     pub incoming: Incoming,
     pub envelope: MessageEnvelope,
+    /// It comes from the shard's overflow queue (it already waited once).
+    pub from_overflow: bool,
 }
 
 /// The routes changed (reload, or a route actor was recreated).
@@ -36,18 +50,124 @@ pub struct UseRoutes(pub Arc<RouteTable>);
 
 pub struct TenantActor {
     tenant: String,
+    shard: u16,
     routes: Arc<RouteTable>,
     broker: Broker,
     last_active: Instant,
+    share: Arc<Semaphore>,
+    /// Overflow messages waiting for the share to free up (bounded by the
+    /// overflow prefetch).
+    held: VecDeque<(Incoming, MessageEnvelope)>,
+    waiting_for_share: bool,
 }
 
 impl TenantActor {
-    pub fn new(tenant: String, routes: Arc<RouteTable>, broker: Broker) -> Self {
+    pub fn new(tenant: String, shard: u16, routes: Arc<RouteTable>, broker: Broker) -> Self {
         Self {
             tenant,
+            shard,
             routes,
             broker,
             last_active: Instant::now(),
+            share: Arc::new(Semaphore::new(SHARE)),
+            held: VecDeque::new(),
+            waiting_for_share: false,
+        }
+    }
+
+    /// Publish to the shard's overflow queue, then acknowledge.
+    fn overflow(&self, incoming: Incoming, envelope: &MessageEnvelope) {
+        telemetry::overflowed(self.shard);
+        let task = IngressTask::SubmitV1(envelope.clone());
+        let out = Outgoing {
+            exchange: String::new(),
+            routing_key: self.broker.topology().overflow_queue(self.shard),
+            body: serde_json::to_vec(&task).expect("payloads always serialise"),
+            priority: 0,
+        };
+        let broker = self.broker.clone();
+        actix::spawn(async move {
+            match broker.publish_confirmed(&[out]).await {
+                Ok(()) => {
+                    let _ = incoming.ack().await;
+                }
+                Err(e) => {
+                    telemetry::publish_failed("overflow", &e);
+                    let _ = incoming.requeue().await;
+                }
+            }
+        });
+    }
+
+    /// Wait (without blocking the actor) for the share to free up, then
+    /// route the held messages.
+    fn wait_for_share(&mut self, ctx: &mut Context<Self>) {
+        if self.waiting_for_share || self.held.is_empty() {
+            return;
+        }
+        self.waiting_for_share = true;
+        let share = self.share.clone();
+        async move { share.acquire_owned().await.ok() }
+            .into_actor(self)
+            .map(|permit, act, ctx| {
+                act.waiting_for_share = false;
+                let Some(permit) = permit else {
+                    return;
+                };
+                if let Some((incoming, envelope)) = act.held.pop_front() {
+                    act.route(incoming, envelope, Some(permit));
+                }
+                // More of the share may be free now.
+                while !act.held.is_empty() {
+                    match act.share.clone().try_acquire_owned() {
+                        Ok(p) => {
+                            let (incoming, envelope) = act.held.pop_front().expect("not empty");
+                            act.route(incoming, envelope, Some(p));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                act.wait_for_share(ctx);
+            })
+            .spawn(ctx);
+    }
+
+    fn route(
+        &mut self,
+        incoming: Incoming,
+        envelope: MessageEnvelope,
+        share: Option<OwnedSemaphorePermit>,
+    ) {
+        let route = self
+            .routes
+            .router
+            .route(envelope.channel, &envelope.to, &self.tenant)
+            .and_then(|r| {
+                self.routes
+                    .actors
+                    .get(&r.id)
+                    .map(|a| (r.id.clone(), a.clone()))
+            });
+        match route {
+            Some((id, actor)) => actor.do_send(Dispatch {
+                incoming,
+                delivery: Delivery {
+                    envelope,
+                    route: id,
+                    attempt: 0,
+                    exclude: vec![],
+                },
+                share,
+            }),
+            None => {
+                telemetry::routed("none", "no_route");
+                let text = format!(
+                    "no route for {} to {}",
+                    envelope.channel.as_str(),
+                    envelope.to
+                );
+                self.settle(incoming, &envelope, "failed", "no_route", text);
+            }
         }
     }
 
@@ -87,7 +207,7 @@ impl Actor for TenantActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(IDLE_AFTER / 4, |act, ctx| {
-            if act.last_active.elapsed() >= IDLE_AFTER {
+            if act.last_active.elapsed() >= IDLE_AFTER && act.held.is_empty() {
                 ctx.stop();
             }
         });
@@ -97,9 +217,13 @@ impl Actor for TenantActor {
 impl Handler<Admit> for TenantActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Admit, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Admit, ctx: &mut Self::Context) {
         self.last_active = Instant::now();
-        let Admit { incoming, envelope } = msg;
+        let Admit {
+            incoming,
+            envelope,
+            from_overflow,
+        } = msg;
         if envelope.expires_at.is_some_and(|t| t <= Utc::now()) {
             return self.settle(
                 incoming,
@@ -109,35 +233,20 @@ impl Handler<Admit> for TenantActor {
                 "validity passed before sending".into(),
             );
         }
-        let route = self
-            .routes
-            .router
-            .route(envelope.channel, &envelope.to, &self.tenant)
-            .and_then(|r| {
-                self.routes
-                    .actors
-                    .get(&r.id)
-                    .map(|a| (r.id.clone(), a.clone()))
-            });
-        match route {
-            Some((id, actor)) => actor.do_send(Dispatch {
-                incoming,
-                delivery: Delivery {
-                    envelope,
-                    route: id,
-                    attempt: 0,
-                    exclude: vec![],
-                },
-            }),
-            None => {
-                telemetry::routed("none", "no_route");
-                let text = format!(
-                    "no route for {} to {}",
-                    envelope.channel.as_str(),
-                    envelope.to
-                );
-                self.settle(incoming, &envelope, "failed", "no_route", text);
+        if envelope.priority == Priority::High {
+            // Never waits behind the tenant's bulk traffic.
+            return self.route(incoming, envelope, None);
+        }
+        if !from_overflow || self.held.is_empty() {
+            if let Ok(permit) = self.share.clone().try_acquire_owned() {
+                return self.route(incoming, envelope, Some(permit));
             }
+        }
+        if from_overflow {
+            self.held.push_back((incoming, envelope));
+            self.wait_for_share(ctx);
+        } else {
+            self.overflow(incoming, &envelope);
         }
     }
 }

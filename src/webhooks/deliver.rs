@@ -25,6 +25,9 @@ use crate::store::webhooks::AttemptRow;
 use crate::store::Store;
 use crate::telemetry;
 
+/// Pause before a task that could not be handled is given back.
+const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+
 /// Longest wait at shutdown for deliveries in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -173,6 +176,9 @@ impl Deliverer {
             Err(e) => {
                 tracing::warn!(target: "herald::webhooks", error = %e,
                     "webhook task will be retried");
+                // Returned to the head of the queue: do not spin while a
+                // dependency is down.
+                tokio::time::sleep(REQUEUE_PAUSE).await;
                 false
             }
         };

@@ -19,6 +19,11 @@ pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const REDIS: &str = "redis://127.0.0.1:6379/";
 pub const SHARDS: u16 = 4;
+/// The webhook delay queues (ms) of the test profile's `webhooks.retry_delays_ms`
+/// (each ±20% in five steps) and `busy_delay_ms`, deleted with the environment.
+pub const WEBHOOK_DELAY_QUEUES: &[u64] = &[
+    160, 180, 200, 220, 240, 400, 450, 500, 550, 600, 800, 900, 1000, 1100, 1200,
+];
 
 /// An isolated environment: database, broker prefix, Redis prefix.
 pub struct TestEnv {
@@ -155,6 +160,7 @@ impl Drop for TestEnv {
             rt.block_on(async move {
                 let ids: Vec<(&str, usize)> = carriers.iter().map(|c| (c.as_str(), 2)).collect();
                 let _ = broker.delete_carriers(&ids).await;
+                let _ = broker.delete_webhooks(WEBHOOK_DELAY_QUEUES).await;
                 let _ = broker.teardown().await;
                 if let Ok((client, conn)) =
                     tokio_postgres::connect(&format!("{PG}/postgres"), tokio_postgres::NoTls).await

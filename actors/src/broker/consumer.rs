@@ -24,6 +24,9 @@ use super::{Broker, BrokerError};
 /// already under way.
 const ACK_GRACE: Duration = Duration::from_secs(2);
 
+/// Longest wait for an acknowledgement to be written.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -39,10 +42,13 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// Done with it: RabbitMQ forgets it.
+    /// Done with it: RabbitMQ forgets it. Bounded by [`SETTLE_TIMEOUT`]: on
+    /// a channel that died meanwhile the broker redelivers it anyway.
     pub async fn ack(mut self) -> Result<(), BrokerError> {
         if let Some(acker) = self.acker.take() {
-            acker.ack(BasicAckOptions::default()).await?;
+            tokio::time::timeout(SETTLE_TIMEOUT, acker.ack(BasicAckOptions::default()))
+                .await
+                .map_err(|_| BrokerError::Timeout)??;
         }
         Ok(())
     }
@@ -50,7 +56,9 @@ impl Incoming {
     /// Give it back to the queue, to be delivered again.
     pub async fn requeue(mut self) -> Result<(), BrokerError> {
         if let Some(acker) = self.acker.take() {
-            acker.nack(requeue()).await?;
+            tokio::time::timeout(SETTLE_TIMEOUT, acker.nack(requeue()))
+                .await
+                .map_err(|_| BrokerError::Timeout)??;
         }
         Ok(())
     }
@@ -68,7 +76,7 @@ impl Drop for Incoming {
         if let Some(acker) = self.acker.take() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    let _ = acker.nack(requeue()).await;
+                    let _ = tokio::time::timeout(SETTLE_TIMEOUT, acker.nack(requeue())).await;
                 });
             }
         }

@@ -9,8 +9,10 @@
 //! * the **reader** decodes PDUs, completes pending requests by sequence
 //!   number, answers the SMSC's `enquire_link`, `unbind` and `deliver_sm`
 //!   (receipts are parsed and sent on the receipt channel *before*
-//!   `deliver_sm_resp` is written, so an acknowledged receipt is never only
-//!   in this process's memory), and nacks what it does not understand;
+//!   `deliver_sm_resp` is written; with [`SmppClient::connect_acked`] the
+//!   answer waits until the owner has stored the receipt durably, so an
+//!   acknowledged receipt is never only in this process's memory), and nacks
+//!   what it does not understand;
 //! * the **keepalive** sends `enquire_link` every interval; a missing answer
 //!   means the connection is lost.
 //!
@@ -203,12 +205,56 @@ struct Pending {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+/// A receipt whose `deliver_sm_resp` waits for [`AckedReceipt::ack`]: the
+/// owner acknowledges once the receipt is stored durably, so a crash before
+/// that leaves the receipt with the SMSC, which delivers it again. Dropped
+/// without `ack` (or not acknowledged within [`RECEIPT_ACK_TIMEOUT`]), it is
+/// answered `ESME_RX_T_APPN` and the SMSC retries.
+pub struct AckedReceipt {
+    pub receipt: Receipt,
+    done: oneshot::Sender<()>,
+}
+
+impl AckedReceipt {
+    /// Stored: answer the SMSC.
+    pub fn ack(self) {
+        let _ = self.done.send(());
+    }
+}
+
+/// Longest wait for an [`AckedReceipt`] to be acknowledged.
+pub const RECEIPT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the reader hands receipts.
+enum Sink {
+    /// Answered as soon as the receipt is in the channel.
+    Plain(mpsc::Sender<Receipt>),
+    /// Answered when the owner acknowledges.
+    Acked(mpsc::Sender<AckedReceipt>),
+}
+
 impl SmppClient {
     /// Connect, bind and start the connection's tasks. Receipts arrive on
     /// the returned channel, which closes when the connection ends.
     pub async fn connect(
         config: SmppConfig,
     ) -> Result<(SmppClient, mpsc::Receiver<Receipt>), SmppError> {
+        let (tx, rx) = mpsc::channel(config.receipt_buffer.max(1));
+        let client = Self::open(config, Sink::Plain(tx)).await?;
+        Ok((client, rx))
+    }
+
+    /// Like [`SmppClient::connect`], but each receipt is answered only when
+    /// its owner acknowledges it (after storing it durably).
+    pub async fn connect_acked(
+        config: SmppConfig,
+    ) -> Result<(SmppClient, mpsc::Receiver<AckedReceipt>), SmppError> {
+        let (tx, rx) = mpsc::channel(config.receipt_buffer.max(1));
+        let client = Self::open(config, Sink::Acked(tx)).await?;
+        Ok((client, rx))
+    }
+
+    async fn open(config: SmppConfig, receipt_tx: Sink) -> Result<SmppClient, SmppError> {
         if config.window == 0 {
             return Err(SmppError::Config("window must be at least 1"));
         }
@@ -224,7 +270,6 @@ impl SmppClient {
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
-        let (receipt_tx, receipt_rx) = mpsc::channel(config.receipt_buffer.max(1));
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             window: Arc::new(Semaphore::new(config.window)),
@@ -248,7 +293,7 @@ impl SmppClient {
         client.bind().await?;
         let keepalive = tokio::spawn(keepalive(client.inner.clone()));
         lock(&client.inner.tasks).push(keepalive);
-        Ok((client, receipt_rx))
+        Ok(client)
     }
 
     async fn bind(&self) -> Result<(), SmppError> {
@@ -644,7 +689,7 @@ async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Pdu>, in
     let _ = wr.shutdown().await;
 }
 
-async fn reader(mut rd: OwnedReadHalf, inner: Arc<Inner>, receipts: mpsc::Sender<Receipt>) {
+async fn reader(mut rd: OwnedReadHalf, inner: Arc<Inner>, receipts: Sink) {
     let mut shutdown = inner.shutdown.subscribe();
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
@@ -697,12 +742,7 @@ async fn reader(mut rd: OwnedReadHalf, inner: Arc<Inner>, receipts: mpsc::Sender
     }
 }
 
-async fn handle(
-    inner: &Inner,
-    receipts: &mpsc::Sender<Receipt>,
-    shutdown: &mut watch::Receiver<bool>,
-    pdu: Pdu,
-) {
+async fn handle(inner: &Inner, receipts: &Sink, shutdown: &mut watch::Receiver<bool>, pdu: Pdu) {
     let seq = pdu.sequence;
     match pdu.body {
         Body::GenericNack => inner.complete(pdu),
@@ -719,8 +759,40 @@ async fn handle(
                     Some(r) => {
                         // A full channel holds the reader (backpressure on
                         // the SMSC), but never past the connection's end.
+                        let tx = match receipts {
+                            Sink::Plain(tx) => tx,
+                            Sink::Acked(tx) => {
+                                let (done, acked) = oneshot::channel();
+                                let receipt = AckedReceipt { receipt: r, done };
+                                let handed_over = tokio::select! {
+                                    sent = tx.send(receipt) => sent.is_ok(),
+                                    _ = shutdown.wait_for(|&d| d) => return,
+                                };
+                                // Answer when the owner has stored it, without
+                                // holding the reader meanwhile.
+                                let out = inner.out.clone();
+                                tokio::spawn(async move {
+                                    let stored = handed_over
+                                        && matches!(
+                                            tokio::time::timeout(RECEIPT_ACK_TIMEOUT, acked).await,
+                                            Ok(Ok(()))
+                                        );
+                                    let st = if stored {
+                                        status::ESME_ROK
+                                    } else {
+                                        status::ESME_RX_T_APPN
+                                    };
+                                    let _ = out.send(Pdu::with_status(
+                                        seq,
+                                        st,
+                                        Body::DeliverSmResp(MessageIdResp::default()),
+                                    ));
+                                });
+                                return;
+                            }
+                        };
                         let handed_over = tokio::select! {
-                            sent = receipts.send(r) => sent.is_ok(),
+                            sent = tx.send(r) => sent.is_ok(),
                             _ = shutdown.wait_for(|&d| d) => return,
                         };
                         if !handed_over {

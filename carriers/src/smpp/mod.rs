@@ -49,7 +49,9 @@ pub mod pdu;
 pub mod receipt;
 pub mod sim;
 
-pub use client::{map_status, status_name, BindMode, SmppClient, SmppConfig, SmppError};
+pub use client::{
+    map_status, status_name, AckedReceipt, BindMode, SmppClient, SmppConfig, SmppError,
+};
 pub use receipt::{normalize_receipt_ref, normalize_ref, ReceiptIdFormat};
 pub use sim::{
     Behaviour, IdStyle, OutcomeMix, ReceivedSm, SmscConfig, SmscHandle, SmscSim, SmscStats,

@@ -13,7 +13,9 @@
 //! Everything the ESME sends is counted ([`SmscStats`]) and, unless
 //! disabled, recorded ([`ReceivedSm`]: message id, destination, payload,
 //! concatenation reference) so tests can assert exact counts, duplicates and
-//! order. Behaviour (latency, throughput cap, window, faults, receipt mix)
+//! order. Receipts still scheduled, or sent and not answered, when a
+//! connection closes are stored and delivered on the next receiver-capable
+//! bind of the same system_id, as a real SMSC does. Behaviour (latency, throughput cap, window, faults, receipt mix)
 //! can be changed at runtime through the handle or `POST /faults`; counters
 //! are served at `GET /stats`.
 //!
@@ -374,6 +376,10 @@ struct Shared {
     /// Receiver-capable binds by system_id, for receipts of messages
     /// submitted on transmitter binds.
     receivers: Mutex<HashMap<String, Vec<Inbox>>>,
+    /// Receipts not yet acknowledged when their connection closed, by
+    /// system_id: delivered on the next receiver-capable bind, as an SMSC
+    /// stores and forwards them.
+    stored: Mutex<HashMap<String, Vec<Pdu>>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -427,6 +433,7 @@ impl SmscSim {
                 at: Instant::now(),
             }),
             receivers: Mutex::new(HashMap::new()),
+            stored: Mutex::new(HashMap::new()),
             shutdown,
             config,
         });
@@ -482,6 +489,13 @@ impl SmscHandle {
 
     pub fn stats(&self) -> SmscStats {
         self.shared.counters.snapshot()
+    }
+
+    /// A function reading the counters, for a task that outlives a borrow
+    /// of the handle (a watcher sampling while a test runs).
+    pub fn stats_fn(&self) -> impl Fn() -> SmscStats + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.counters.snapshot()
     }
 
     pub fn behaviour(&self) -> Behaviour {
@@ -562,8 +576,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// Something due later on a connection.
 enum Due {
-    Resp { sequence: u32, status: u32, id: u64 },
+    Resp {
+        sequence: u32,
+        status: u32,
+        id: u64,
+    },
     Receipt(Box<PendingReceipt>),
+    /// A receipt the ESME answered with an error: offer it again.
+    Resend(Box<Pdu>),
     EnquireLink,
 }
 
@@ -623,6 +643,8 @@ struct Conn {
     drop_now: bool,
     inbox_tx: mpsc::UnboundedSender<Pdu>,
     inbox_rx: Option<mpsc::UnboundedReceiver<Pdu>>,
+    /// Receipts sent and not yet answered with deliver_sm_resp, by sequence.
+    unacked: HashMap<u32, Pdu>,
 }
 
 impl Conn {
@@ -643,6 +665,39 @@ impl Conn {
             drop_now: false,
             inbox_tx,
             inbox_rx: Some(inbox_rx),
+            unacked: HashMap::new(),
+        }
+    }
+
+    /// The connection is gone: keep its receipts (scheduled, or sent and
+    /// unanswered) for the next bind of the same system_id.
+    fn store_receipts(&mut self) {
+        if self.system_id.is_empty() {
+            return;
+        }
+        let mut keep: Vec<Pdu> = self.unacked.drain().map(|(_, p)| p).collect();
+        let timers = std::mem::take(&mut self.timers);
+        for Reverse(t) in timers.into_sorted_vec().into_iter().rev() {
+            match t.due {
+                Due::Receipt(r) => keep.push(self.receipt_pdu(*r)),
+                Due::Resend(p) => keep.push(*p),
+                _ => {}
+            }
+        }
+        if !keep.is_empty() {
+            lock(&self.shared.stored)
+                .entry(self.system_id.clone())
+                .or_default()
+                .extend(keep);
+        }
+    }
+
+    /// Deliver receipts stored for this system_id (just bound).
+    fn forward_stored(&mut self) {
+        let stored = lock(&self.shared.stored).remove(&self.system_id);
+        for mut p in stored.unwrap_or_default() {
+            p.sequence = self.next_seq();
+            self.send_deliver(p);
         }
     }
 
@@ -724,6 +779,7 @@ impl Conn {
                 break;
             }
         }
+        self.store_receipts();
     }
 
     fn on_read(&mut self, rbuf: &mut BytesMut, b: &Behaviour) {
@@ -810,6 +866,7 @@ impl Conn {
                         .entry(self.system_id.clone())
                         .or_default()
                         .push((self.id, self.inbox_tx.clone()));
+                    self.forward_stored();
                 }
                 if let Some(ms) = b.enquire_link_ms {
                     self.schedule(Instant::now() + Duration::from_millis(ms), Due::EnquireLink);
@@ -830,7 +887,18 @@ impl Conn {
                 Pdu::new(seq, Body::EnquireLinkResp).encode(&mut self.wbuf);
             }
             Body::EnquireLinkResp => inc(&c.enquire_link_resp),
-            Body::DeliverSmResp(_) => inc(&c.deliver_sm_resp),
+            Body::DeliverSmResp(_) => {
+                inc(&c.deliver_sm_resp);
+                if let Some(sent) = self.unacked.remove(&seq) {
+                    if p.status != status::ESME_ROK {
+                        // Not taken: offer it again in a second.
+                        self.schedule(
+                            Instant::now() + Duration::from_secs(1),
+                            Due::Resend(Box::new(sent)),
+                        );
+                    }
+                }
+            }
             Body::Unbind => {
                 inc(&c.unbind);
                 Pdu::new(seq, Body::UnbindResp).encode(&mut self.wbuf);
@@ -995,6 +1063,10 @@ impl Conn {
                     id,
                 } => self.respond(sequence, status, Some(id)),
                 Due::Receipt(r) => self.deliver_receipt(*r),
+                Due::Resend(mut p) => {
+                    p.sequence = self.next_seq();
+                    self.send_deliver(*p);
+                }
                 Due::EnquireLink => {
                     if self.bound != Bound::No {
                         let seq = self.next_seq();
@@ -1009,6 +1081,26 @@ impl Conn {
     }
 
     fn deliver_receipt(&mut self, r: PendingReceipt) {
+        let pdu = self.receipt_pdu(r);
+        if matches!(self.bound, Bound::Receiver | Bound::Transceiver) {
+            self.send_deliver(pdu);
+        } else {
+            let target = lock(&self.shared.receivers)
+                .get(&self.system_id)
+                .and_then(|v| v.first().map(|(_, tx)| tx.clone()));
+            match target {
+                Some(tx) => {
+                    let _ = tx.send(pdu);
+                }
+                None => lock(&self.shared.stored)
+                    .entry(self.system_id.clone())
+                    .or_default()
+                    .push(pdu),
+            }
+        }
+    }
+
+    fn receipt_pdu(&mut self, r: PendingReceipt) -> Pdu {
         let cfg = &self.shared.config;
         let mut sm = ShortMessage {
             source_addr_ton: 1,
@@ -1051,22 +1143,13 @@ impl Conn {
             ];
         }
         let seq = self.next_seq();
-        let pdu = Pdu::new(seq, Body::DeliverSm(Box::new(sm)));
-        if matches!(self.bound, Bound::Receiver | Bound::Transceiver) {
-            self.send_deliver(pdu);
-        } else {
-            let target = lock(&self.shared.receivers)
-                .get(&self.system_id)
-                .and_then(|v| v.first().map(|(_, tx)| tx.clone()));
-            if let Some(tx) = target {
-                let _ = tx.send(pdu);
-            }
-        }
+        Pdu::new(seq, Body::DeliverSm(Box::new(sm)))
     }
 
     fn send_deliver(&mut self, pdu: Pdu) {
         inc(&self.shared.counters.deliver_sm_sent);
         pdu.encode(&mut self.wbuf);
+        self.unacked.insert(pdu.sequence, pdu);
     }
 }
 
