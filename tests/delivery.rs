@@ -444,3 +444,68 @@ async fn a_flooding_tenant_does_not_delay_others_and_high_priority_overtakes_bul
         3000 - bulk_done
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_messages_go_out_through_the_cloud_api_carrier() {
+    use herald_carriers::whatsapp::sim::{carrier_config, start, WhatsappSimConfig};
+    let sim_config = WhatsappSimConfig::default();
+    let sim = start(sim_config.clone()).await.unwrap();
+    let wa = carrier_config(&format!("http://{}", sim.addr()), &sim_config);
+    let mut env = TestEnv::new();
+    env.use_carriers(
+        &format!(
+            r#"
+[[carrier]]
+id = "wa"
+kind = "whatsapp"
+tps = 100
+window = 10
+[carrier.whatsapp]
+base_url = "{}"
+phone_number_id = "{}"
+access_token = "{}"
+app_secret = "{}"
+verify_token = "{}"
+"#,
+            wa.base_url, wa.phone_number_id, wa.access_token, wa.app_secret, wa.verify_token
+        ),
+        r#"
+[[route]]
+id = "wa-all"
+channel = "whatsapp"
+prefixes = ["+"]
+carriers = ["wa"]
+"#,
+        &["wa"],
+    );
+    let (_, key) = env.create_tenant("acme", &["--rate", "100000"]);
+    let herald = env.start();
+    assert!(eventually(Duration::from_secs(10), || carrier_bound(&herald, "wa")).await);
+    let body = serde_json::json!({
+        "channel": "whatsapp", "to": "+250788123456", "from": "+250788000111",
+        "template": {"name": "otp", "language": "en", "params": ["123456"]}
+    });
+    let id = accepted_id(post_message(&herald.url, &key, &body).await).await;
+    let sent = eventually(Duration::from_secs(15), || async {
+        let m: Value = client()
+            .get(format!("{}/v1/messages/{id}", herald.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        m["status"] == "sent"
+            && m["carrier_ref"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("wamid"))
+    })
+    .await;
+    assert!(
+        sent,
+        "the message was sent with a wamid; log:\n{}",
+        herald.log()
+    );
+    assert_eq!(sim.stats().accepted, 1);
+}

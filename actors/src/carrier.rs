@@ -20,13 +20,16 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
+use herald_carriers::http_sms::HttpSmsConnection;
 use herald_carriers::smpp::{AckedReceipt, SmppClient};
-use herald_carriers::{CarrierConnection as _, CarrierError, Submission, Submitted};
+use herald_carriers::voice::VoiceConnection;
+use herald_carriers::whatsapp::WhatsappConnection;
+use herald_carriers::{CarrierConnection as CarrierLink, CarrierError, Submission, Submitted};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::breaker::Breaker;
 use crate::broker::{Broker, Incoming, Outgoing};
-use crate::config::CarrierSpec;
+use crate::config::{CarrierKind, CarrierSpec};
 use crate::events;
 use crate::health::Ping;
 use crate::lease::{bind_key, Leases};
@@ -82,7 +85,8 @@ pub struct CarrierConnection {
     /// This node holds the bind's lease.
     holding: bool,
     last_renewed: Instant,
-    client: Option<Arc<SmppClient>>,
+    /// The live connection (an SMPP bind, an HTTP client).
+    client: Option<Arc<dyn CarrierLink>>,
     throttle: Throttle,
     breaker: Breaker,
     /// Deliveries taken from the queue, not yet submitted. They stay
@@ -223,49 +227,68 @@ impl CarrierConnection {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        let Some(config) = self.spec.smpp.clone() else {
-            ctx.stop();
-            return;
-        };
+        let spec = self.spec.clone();
         let generation = self.generation;
-        async move { SmppClient::connect_acked(config).await }
-            .into_actor(self)
-            .map(move |result, act, ctx| {
-                if act.generation != generation {
+        let opened = match spec.kind {
+            CarrierKind::Smpp => {
+                let Some(config) = spec.smpp.clone() else {
+                    ctx.stop();
                     return;
-                }
-                match result {
-                    Ok((client, receipts)) => act.bound(Arc::new(client), receipts, ctx),
-                    Err(e) => {
-                        act.failures += 1;
-                        tracing::warn!(carrier = act.id(), bind = act.bind, error = %e, "bind failed");
-                        act.report();
-                        ctx.stop();
-                    }
-                }
-            })
-            .spawn(ctx);
+                };
+                async move { SmppClient::connect_acked(config).await }
+                    .into_actor(self)
+                    .map(move |result, act, ctx| {
+                        if act.generation != generation {
+                            return;
+                        }
+                        match result {
+                            Ok((client, receipts)) => {
+                                let client = Arc::new(client);
+                                act.watch_bind(client.clone(), ctx);
+                                act.bound(client, Some(receipts), ctx);
+                            }
+                            Err(e) => act.open_failed(&e.to_string(), ctx),
+                        }
+                    })
+                    .spawn(ctx);
+                return;
+            }
+            // HTTP carriers: no session to open; receipts come to
+            // POST /v1/callbacks/<id>.
+            CarrierKind::HttpSms => spec
+                .http_sms
+                .clone()
+                .ok_or_else(|| "no [carrier.http_sms]".to_owned())
+                .and_then(|c| HttpSmsConnection::new(c).map_err(|e| e.to_string()))
+                .map(|c| Arc::new(c) as Arc<dyn CarrierLink>),
+            CarrierKind::Whatsapp => spec
+                .whatsapp
+                .clone()
+                .ok_or_else(|| "no [carrier.whatsapp]".to_owned())
+                .and_then(|c| WhatsappConnection::new(c).map_err(|e| e.to_string()))
+                .map(|c| Arc::new(c) as Arc<dyn CarrierLink>),
+            CarrierKind::Voice => spec
+                .voice
+                .clone()
+                .ok_or_else(|| "no [carrier.voice]".to_owned())
+                .and_then(|c| VoiceConnection::new(c).map_err(|e| e.to_string()))
+                .map(|c| Arc::new(c) as Arc<dyn CarrierLink>),
+        };
+        match opened {
+            Ok(client) => self.bound(client, None, ctx),
+            Err(e) => self.open_failed(&e, ctx),
+        }
     }
 
-    fn bound(
-        &mut self,
-        client: Arc<SmppClient>,
-        receipts: tokio::sync::mpsc::Receiver<AckedReceipt>,
-        ctx: &mut Context<Self>,
-    ) {
-        self.failures = 0;
-        self.client = Some(client.clone());
-        telemetry::carrier_bound(self.id(), self.bind, true);
-        // Receipts go to herald.events in batches, in a task of their own.
-        let broker = self.broker.clone();
-        let carrier = self.spec.id.clone();
-        actix::spawn(forward_receipts(broker, carrier, receipts));
-        // Consume the carrier's queue.
-        let queue = self.broker.topology().carrier_queue(self.id());
-        let prefetch = (self.window() * 2).min(u16::MAX as usize) as u16;
-        let rx = self.broker.subscribe(queue, prefetch);
-        ctx.add_stream(ReceiverStream::new(rx));
-        // When the bind is lost, stop: the supervisor restarts us.
+    fn open_failed(&mut self, error: &str, ctx: &mut Context<Self>) {
+        self.failures += 1;
+        tracing::warn!(carrier = self.id(), bind = self.bind, error, "bind failed");
+        self.report();
+        ctx.stop();
+    }
+
+    /// When an SMPP bind is lost, stop: the supervisor restarts us.
+    fn watch_bind(&mut self, client: Arc<SmppClient>, ctx: &mut Context<Self>) {
         let generation = self.generation;
         async move { client.lost().await }
             .into_actor(self)
@@ -277,6 +300,28 @@ impl CarrierConnection {
                 }
             })
             .spawn(ctx);
+    }
+
+    fn bound(
+        &mut self,
+        client: Arc<dyn CarrierLink>,
+        receipts: Option<tokio::sync::mpsc::Receiver<AckedReceipt>>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.failures = 0;
+        self.client = Some(client);
+        telemetry::carrier_bound(self.id(), self.bind, true);
+        // Receipts go to herald.events in batches, in a task of their own.
+        if let Some(receipts) = receipts {
+            let broker = self.broker.clone();
+            let carrier = self.spec.id.clone();
+            actix::spawn(forward_receipts(broker, carrier, receipts));
+        }
+        // Consume the carrier's queue.
+        let queue = self.broker.topology().carrier_queue(self.id());
+        let prefetch = (self.window() * 2).min(u16::MAX as usize) as u16;
+        let rx = self.broker.subscribe(queue, prefetch);
+        ctx.add_stream(ReceiverStream::new(rx));
         self.report();
     }
 
@@ -337,7 +382,7 @@ impl CarrierConnection {
 
     fn submit(
         &mut self,
-        client: Arc<SmppClient>,
+        client: Arc<dyn CarrierLink>,
         incoming: Incoming,
         delivery: Delivery,
         ctx: &mut Context<Self>,

@@ -24,13 +24,21 @@
 //! weights = [70, 30]       # weighted only
 //! ```
 //!
-//! Secrets (`password`, tokens) may be `env:VAR`.
+//! Other kinds take `[carrier.http_sms]`, `[carrier.whatsapp]` or
+//! `[carrier.voice]` with the fields of the matching herald-carriers config
+//! (their receipts arrive at `POST /v1/callbacks/<id>`).
+//!
+//! Secrets (`password`, tokens, app secrets, auth header values) may be
+//! `env:VAR`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use herald_carriers::http_sms::HttpSmsConfig;
 use herald_carriers::smpp::SmppConfig;
+use herald_carriers::voice::VoiceConfig;
+use herald_carriers::whatsapp::WhatsappConfig;
 use herald_carriers::Channel;
 use serde::Deserialize;
 
@@ -110,6 +118,9 @@ pub struct CarrierSpec {
     #[serde(default = "reroute_after")]
     pub reroute_after_ms: u64,
     pub smpp: Option<SmppConfig>,
+    pub http_sms: Option<HttpSmsConfig>,
+    pub whatsapp: Option<WhatsappConfig>,
+    pub voice: Option<VoiceConfig>,
 }
 
 fn one() -> u32 {
@@ -226,10 +237,27 @@ impl Plan {
             routes: r.route,
         };
         for carrier in &mut plan.carriers {
+            let what = format!("carrier {}", carrier.id);
             if let Some(smpp) = carrier.smpp.as_mut() {
-                resolve_env(&mut smpp.password, &format!("carrier {}", carrier.id))?;
-                resolve_env(&mut smpp.system_id, &format!("carrier {}", carrier.id))?;
+                resolve_env(&mut smpp.password, &what)?;
+                resolve_env(&mut smpp.system_id, &what)?;
                 smpp.window = carrier.window as usize;
+            }
+            if let Some(w) = carrier.whatsapp.as_mut() {
+                resolve_env(&mut w.access_token, &what)?;
+                resolve_env(&mut w.app_secret, &what)?;
+                resolve_env(&mut w.verify_token, &what)?;
+            }
+            if let Some(v) = carrier.voice.as_mut() {
+                resolve_env(&mut v.callback_secret, &what)?;
+                if let Some(a) = v.auth.as_mut() {
+                    resolve_env(&mut a.value, &what)?;
+                }
+            }
+            if let Some(h) = carrier.http_sms.as_mut() {
+                if let Some(a) = h.auth.as_mut() {
+                    resolve_env(&mut a.value, &what)?;
+                }
             }
         }
         plan.validate()?;
@@ -269,16 +297,16 @@ impl Plan {
                     c.id
                 ));
             }
-            if c.kind == CarrierKind::Smpp && c.smpp.is_none() {
+            let (has, table) = match c.kind {
+                CarrierKind::Smpp => (c.smpp.is_some(), "smpp"),
+                CarrierKind::HttpSms => (c.http_sms.is_some(), "http_sms"),
+                CarrierKind::Whatsapp => (c.whatsapp.is_some(), "whatsapp"),
+                CarrierKind::Voice => (c.voice.is_some(), "voice"),
+            };
+            if !has {
                 return bad(format!(
-                    "carrier `{}`: kind smpp needs a [carrier.smpp] table",
+                    "carrier `{}`: its kind needs a [carrier.{table}] table",
                     c.id
-                ));
-            }
-            if c.kind != CarrierKind::Smpp {
-                return bad(format!(
-                    "carrier `{}`: kind {:?} is not wired to the actor layer yet (smpp is)",
-                    c.id, c.kind
                 ));
             }
         }
