@@ -102,7 +102,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let hub_data = web::Data::new(hub.clone());
     // --- end webhooks and live stream ---
-    let plan = Plan::load(&config.routing.carriers_file, &config.routing.routes_file)?;
+    // --- carrier callbacks (issue 5): the plan is shared with the API ---
+    let plan = Arc::new(Plan::load(
+        &config.routing.carriers_file,
+        &config.routing.routes_file,
+    )?);
+    // --- end carrier callbacks ---
     let tree = if plan.carriers.is_empty() && plan.routes.is_empty() {
         tracing::warn!("no carriers or routes configured: messages wait in the ingress queues");
         None
@@ -118,8 +123,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             node: format!("node-{}", uuid::Uuid::new_v4().simple()),
             lease_ttl: Duration::from_millis(config.routing.lease_ttl_ms),
         };
-        Some(herald_actors::root::start(plan, broker.clone(), lease).await?)
+        Some(herald_actors::root::start((*plan).clone(), broker.clone(), lease).await?)
     };
+    // SIGHUP: read the carriers and routes files again (as the admin API's
+    // POST /v1/admin/routing/reload does).
+    let hangup = tree.clone().map(|tree| {
+        let config = config.clone();
+        actix_web::rt::spawn(async move {
+            let Ok(mut hups) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hups.recv().await.is_some() {
+                match api::admin::reload_routing(&config, &tree).await {
+                    Ok(summary) => tracing::info!(?summary, "SIGHUP: routing reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: routing not reloaded"),
+                }
+            }
+        })
+    });
     let upkeep = {
         let handle = metrics.clone();
         actix_web::rt::spawn(async move {
@@ -140,6 +163,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         auth: api::auth::AuthCache::new(Duration::from_secs(config.auth.cache_seconds)),
         metrics,
         tree: tree.clone(),
+        plan: plan.clone(), // carrier callbacks (issue 5)
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -191,6 +215,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     broker.close().await;
     upkeep.abort();
+    if let Some(h) = hangup {
+        h.abort();
+    }
     tracing::info!("herald stopped");
     Ok(())
 }

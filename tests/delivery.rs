@@ -509,3 +509,135 @@ carriers = ["wa"]
     );
     assert_eq!(sim.stats().accepted, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_slowing_down_gets_a_lower_rate_before_it_refuses() {
+    let (sim, _env, key, herald) = with_sim(
+        Behaviour {
+            latency_ms: 2,
+            ..Default::default()
+        },
+        1000.0,
+        1,
+    )
+    .await;
+    send_many(&herald, &key, "before", 200, "+250788123456").await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            counts(&sim, "before").len() == 200
+        })
+        .await
+    );
+    // The carrier slows down tenfold and more; it never refuses.
+    sim.update_behaviour(|b| b.latency_ms = 250);
+    send_many(&herald, &key, "slow", 100, "+250788123456").await;
+    let lowered = eventually(Duration::from_secs(30), || async {
+        admin_tree(&herald).await["carriers"][0]["rate"]
+            .as_f64()
+            .unwrap()
+            < 1000.0
+    })
+    .await;
+    assert!(lowered, "the rate came down as latency climbed");
+    assert!(metrics(&herald.url)
+        .await
+        .contains("herald_carrier_strain_total{carrier=\"sim\",why=\"latency\"}"));
+    assert_eq!(sim.stats().throttled, 0, "the carrier never had to refuse");
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            counts(&sim, "slow").len() == 100
+        })
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_reload_through_the_admin_api_and_on_sighup() {
+    let (sim, env, key, herald) = with_sim(Behaviour::default(), 1000.0, 1).await;
+    let status = |id: String| {
+        let (url, key) = (herald.url.clone(), key.clone());
+        async move {
+            let m: Value = client()
+                .get(format!("{url}/v1/messages/{id}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            m
+        }
+    };
+    // Uganda has no route yet: failed with no_route, at once.
+    let ug =
+        accepted_id(post_message(&herald.url, &key, &sms("+256772123456", "ug one")).await).await;
+    let failed = eventually(Duration::from_secs(10), || async {
+        let m = status(ug.clone()).await;
+        m["status"] == "failed"
+            && m["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e.to_string().contains("no_route")))
+    })
+    .await;
+    assert!(
+        failed,
+        "no route: failed with no_route; {}",
+        status(ug.clone()).await
+    );
+
+    // Add the route and reload.
+    let routes = std::env::temp_dir().join(format!("{}-routes.toml", env.name));
+    std::fs::write(
+        &routes,
+        format!(
+            "{}{}",
+            route("rw", &["+250"], "failover", &["sim"]),
+            route("ug", &["+256"], "failover", &["sim"])
+        ),
+    )
+    .unwrap();
+    let res = client()
+        .post(format!("{}/v1/admin/routing/reload", herald.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let summary: Value = res.json().await.unwrap();
+    assert_eq!(summary["routes_started"], serde_json::json!(["ug"]));
+    accepted_id(post_message(&herald.url, &key, &sms("+256772123456", "ug two")).await).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            counts(&sim, "ug two").len() == 1
+        })
+        .await,
+        "the new route carries Uganda"
+    );
+
+    // A broken file is refused and changes nothing.
+    std::fs::write(&routes, "[[route]]\nid = \"x\"\n").unwrap();
+    let res = client()
+        .post(format!("{}/v1/admin/routing/reload", herald.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+
+    // SIGHUP: back to Rwanda only.
+    std::fs::write(&routes, route("rw", &["+250"], "failover", &["sim"])).unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &herald.child.id().to_string()])
+        .status()
+        .unwrap();
+    let dropped = eventually(Duration::from_secs(10), || async {
+        admin_tree(&herald).await["routes"] == serde_json::json!(["rw"])
+    })
+    .await;
+    assert!(
+        dropped,
+        "SIGHUP reloaded the routes: {}",
+        admin_tree(&herald).await
+    );
+}

@@ -38,6 +38,7 @@ use crate::payload::{CarrierTask, Delivery};
 use crate::root::{CarrierStatus, Root};
 use crate::telemetry;
 use crate::throttle::Throttle;
+use crate::vitals::Vitals;
 
 /// First restart back-off; doubles per consecutive failure.
 pub const RESTART_BACKOFF: Duration = Duration::from_millis(250);
@@ -89,6 +90,7 @@ pub struct CarrierConnection {
     client: Option<Arc<dyn CarrierLink>>,
     throttle: Throttle,
     breaker: Breaker,
+    vitals: Vitals,
     /// Deliveries taken from the queue, not yet submitted. They stay
     /// unacknowledged in RabbitMQ until their outcome is published.
     pending: VecDeque<(Incoming, Delivery)>,
@@ -122,6 +124,7 @@ impl CarrierConnection {
             holding: false,
             last_renewed: Instant::now(),
             throttle: Throttle::new(share, Instant::now()),
+            vitals: Vitals::default(),
             breaker: Breaker::new(spec.breaker_failures, spec.breaker_cooldown()),
             spec,
             bind,
@@ -481,6 +484,16 @@ impl CarrierConnection {
         let topology = self.broker.topology().clone();
         let id = self.spec.id.clone();
         let seconds = elapsed.as_secs_f64();
+        let strained = match &result {
+            Ok(_) => self.vitals.observe(elapsed, false, now),
+            Err(CarrierError::Temporary { .. }) => self.vitals.observe(elapsed, true, now),
+            Err(_) => None,
+        };
+        if let Some(strain) = strained {
+            telemetry::carrier_strained(&id, strain.as_str());
+            self.throttle.throttled(now);
+            self.report();
+        }
         match result {
             Ok(submitted) => {
                 telemetry::carrier_submitted(&id, "sent", seconds);

@@ -94,7 +94,7 @@ impl RetryPolicy {
 }
 
 /// A carrier: one or more connections (binds) sharing a queue and a rate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CarrierSpec {
     pub id: String,
@@ -161,7 +161,7 @@ pub enum Strategy {
 }
 
 /// A route: which messages it takes and which carriers carry them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     pub id: String,

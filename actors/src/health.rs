@@ -53,6 +53,11 @@ pub struct Watch {
     pub factory: Factory,
 }
 
+/// Stop watching an actor (it is being retired on purpose).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unwatch(pub String);
+
 /// Restart counts per watched actor name.
 #[derive(Message)]
 #[rtype(result = "HashMap<String, u32>")]
@@ -163,6 +168,14 @@ impl Handler<Unanswered> for HealthMonitor {
         w.not_before = now + w.backoff;
         w.backoff = (w.backoff * 2).min(MAX_BACKOFF);
         telemetry::actor_restarted(w.kind, &msg.name, msg.reason);
+    }
+}
+
+impl Handler<Unwatch> for HealthMonitor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unwatch, _: &mut Self::Context) {
+        self.watched.remove(&msg.0);
     }
 }
 

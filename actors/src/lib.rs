@@ -23,5 +23,6 @@ pub mod routing;
 pub mod telemetry;
 pub mod tenant;
 pub mod throttle;
+pub mod vitals;
 
 pub use ids::{MessageId, TenantId};

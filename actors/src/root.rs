@@ -16,11 +16,11 @@ use serde::Serialize;
 
 use crate::broker::{Broker, BrokerError};
 use crate::carrier::{CarrierConnection, Crash, Drain, NodeServices};
-use crate::config::Plan;
-use crate::health::{HealthMonitor, Ping, Restarts, Watch};
+use crate::config::{CarrierSpec, Plan, RouteSpec};
+use crate::health::{HealthMonitor, Ping, Restarts, Unwatch, Watch};
 use crate::ingress::IngressConsumer;
 use crate::reroute::{Rerouter, StopRerouting};
-use crate::route::{CarrierUsable, CrashRoute, RouteActor};
+use crate::route::{CarrierUsable, CrashRoute, Retire, RouteActor};
 use crate::routing::Router;
 use crate::telemetry;
 use crate::tenant::UseRoutes;
@@ -79,6 +79,8 @@ pub struct TreeSnapshot {
     pub carriers: Vec<CarrierStatus>,
     /// Restarts made by the HealthMonitor, by actor name.
     pub restarts: HashMap<String, u32>,
+    /// Messages waiting in each carrier's queue (last reading).
+    pub queue_depths: HashMap<String, u32>,
 }
 
 /// Make an actor panic (chaos testing). Names: `carrier:<id>:<bind>`,
@@ -95,8 +97,32 @@ pub struct Reroute {
     pub delivery: crate::payload::Delivery,
 }
 
+/// How often carrier queue depths are read.
+pub const DEPTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Depths of the carrier queues (internal).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct QueueDepths(HashMap<String, u32>);
+
 /// How often the root looks for carriers to re-route away from.
 pub const REROUTE_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Apply a new plan (admin API or SIGHUP): routes and carriers that did not
+/// change keep running; new ones start; removed or changed ones retire
+/// (route actors stop and their waiting messages are routed again; carrier
+/// connections drain and unbind). Answers what changed.
+#[derive(Message)]
+#[rtype(result = "Result<ReloadSummary, String>")]
+pub struct Reload(pub Plan);
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadSummary {
+    pub routes_started: Vec<String>,
+    pub routes_retired: Vec<String>,
+    pub carriers_started: Vec<String>,
+    pub carriers_retired: Vec<String>,
+}
 
 /// Stop consuming carrier queues, let submissions in flight finish, unbind.
 #[derive(Message)]
@@ -117,6 +143,7 @@ pub struct Root {
     /// Since when each unusable carrier has been unusable.
     unusable_since: HashMap<String, std::time::Instant>,
     rerouters: HashMap<String, Addr<Rerouter>>,
+    depths: HashMap<String, u32>,
 }
 
 /// Declare the carriers' queues, then start the tree.
@@ -143,6 +170,7 @@ pub async fn start(
         rates: HashMap::new(),
         unusable_since: HashMap::new(),
         rerouters: HashMap::new(),
+        depths: HashMap::new(),
     };
     Ok(root.start())
 }
@@ -218,6 +246,23 @@ impl Root {
         }
     }
 
+    /// Read every carrier queue's depth (backpressure made visible).
+    fn read_depths(&self, ctx: &mut Context<Self>) {
+        let broker = self.broker.clone();
+        let carriers: Vec<String> = self.plan.carriers.iter().map(|c| c.id.clone()).collect();
+        let me = ctx.address();
+        actix::spawn(async move {
+            let mut depths = HashMap::new();
+            for c in carriers {
+                let queue = broker.topology().carrier_queue(&c);
+                if let Ok(n) = broker.queue_depth(&queue).await {
+                    depths.insert(c, n);
+                }
+            }
+            me.do_send(QueueDepths(depths));
+        });
+    }
+
     fn broadcast_routes(&self) {
         let table = self.table();
         for consumer in &self.ingress {
@@ -226,74 +271,108 @@ impl Root {
     }
 }
 
-impl Actor for Root {
-    type Context = Context<Self>;
+impl Root {
+    /// Start a route's actor and have the monitor watch it.
+    fn start_route(&mut self, spec: &RouteSpec, monitor: &Addr<HealthMonitor>, me: &Addr<Root>) {
+        let make = {
+            let spec = spec.clone();
+            let broker = self.broker.clone();
+            let me = me.clone();
+            move || {
+                let addr = RouteActor::new(spec.clone(), broker.clone()).start();
+                me.do_send(RouteStarted {
+                    id: spec.id.clone(),
+                    addr: addr.clone(),
+                });
+                addr
+            }
+        };
+        let addr = RouteActor::new(spec.clone(), self.broker.clone()).start();
+        for carrier in self.usable.keys() {
+            addr.do_send(self.carrier_state(carrier));
+        }
+        self.routes.insert(spec.id.clone(), addr.clone());
+        monitor.do_send(Watch {
+            name: format!("route:{}", spec.id),
+            kind: "route",
+            ping: addr.recipient(),
+            factory: Box::new(move || make().recipient()),
+        });
+    }
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(REROUTE_CHECK, |act, ctx| act.check_reroutes(ctx));
-        let monitor = HealthMonitor::default().start();
-        let me = ctx.address();
-
-        for spec in &self.plan.routes {
+    /// Start a carrier's connections (one per bind, each supervised) and
+    /// have the monitor watch them.
+    fn start_carrier(
+        &mut self,
+        spec: &CarrierSpec,
+        monitor: &Addr<HealthMonitor>,
+        me: &Addr<Root>,
+    ) {
+        let spec = Arc::new(spec.clone());
+        for bind in 0..spec.binds {
             let make = {
                 let spec = spec.clone();
                 let broker = self.broker.clone();
                 let me = me.clone();
+                let lease = self.lease.clone();
                 move || {
-                    let addr = RouteActor::new(spec.clone(), broker.clone()).start();
-                    me.do_send(RouteStarted {
-                        id: spec.id.clone(),
+                    let (s, b, m, l) = (spec.clone(), broker.clone(), me.clone(), lease.clone());
+                    let addr = Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m, l));
+                    me.do_send(CarrierStarted {
+                        carrier: spec.id.clone(),
+                        bind,
                         addr: addr.clone(),
                     });
                     addr
                 }
             };
-            let addr = RouteActor::new(spec.clone(), self.broker.clone()).start();
-            self.routes.insert(spec.id.clone(), addr.clone());
+            let (s, b, m, l) = (
+                spec.clone(),
+                self.broker.clone(),
+                me.clone(),
+                self.lease.clone(),
+            );
+            let addr = Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m, l));
+            self.carriers.insert((spec.id.clone(), bind), addr.clone());
             monitor.do_send(Watch {
-                name: format!("route:{}", spec.id),
-                kind: "route",
+                name: format!("carrier:{}:{bind}", spec.id),
+                kind: "carrier_connection",
                 ping: addr.recipient(),
-                factory: Box::new(move || make().recipient()),
+                factory: Box::new(move || make().recipient::<Ping>()),
             });
         }
+    }
 
-        for spec in &self.plan.carriers {
-            let spec = Arc::new(spec.clone());
-            for bind in 0..spec.binds {
-                let make = {
-                    let spec = spec.clone();
-                    let broker = self.broker.clone();
-                    let me = me.clone();
-                    let lease = self.lease.clone();
-                    move || {
-                        let (s, b, m, l) =
-                            (spec.clone(), broker.clone(), me.clone(), lease.clone());
-                        let addr =
-                            Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m, l));
-                        me.do_send(CarrierStarted {
-                            carrier: spec.id.clone(),
-                            bind,
-                            addr: addr.clone(),
-                        });
-                        addr
-                    }
-                };
-                let (s, b, m, l) = (
-                    spec.clone(),
-                    self.broker.clone(),
-                    me.clone(),
-                    self.lease.clone(),
-                );
-                let addr = Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m, l));
-                self.carriers.insert((spec.id.clone(), bind), addr.clone());
-                monitor.do_send(Watch {
-                    name: format!("carrier:{}:{bind}", spec.id),
-                    kind: "carrier_connection",
-                    ping: addr.recipient(),
-                    factory: Box::new(move || make().recipient::<Ping>()),
-                });
+    /// Retire a carrier's connections: drain, unbind, forget.
+    fn retire_carrier(&mut self, spec: &CarrierSpec, monitor: &Addr<HealthMonitor>) {
+        for bind in 0..spec.binds {
+            monitor.do_send(Unwatch(format!("carrier:{}:{bind}", spec.id)));
+            if let Some(addr) = self.carriers.remove(&(spec.id.clone(), bind)) {
+                addr.do_send(Drain);
             }
+            self.status.remove(&(spec.id.clone(), bind));
+        }
+        self.usable.remove(&spec.id);
+        self.rates.remove(&spec.id);
+    }
+}
+
+impl Actor for Root {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(REROUTE_CHECK, |act, ctx| act.check_reroutes(ctx));
+        ctx.run_interval(DEPTH_INTERVAL, |act, ctx| act.read_depths(ctx));
+        let monitor = HealthMonitor::default().start();
+        let me = ctx.address();
+
+        let routes = self.plan.routes.clone();
+        for spec in &routes {
+            self.start_route(spec, &monitor, &me);
+        }
+        let carriers = self.plan.carriers.clone();
+        for spec in &carriers {
+            self.start_carrier(spec, &monitor, &me);
         }
 
         let table = self.table();
@@ -415,6 +494,17 @@ fn carrier_state_name(s: &CarrierStatus) -> &'static str {
     }
 }
 
+impl Handler<QueueDepths> for Root {
+    type Result = ();
+
+    fn handle(&mut self, msg: QueueDepths, _: &mut Self::Context) {
+        for (carrier, depth) in &msg.0 {
+            telemetry::carrier_queue_depth(carrier, *depth);
+        }
+        self.depths.extend(msg.0);
+    }
+}
+
 impl Handler<Reroute> for Root {
     type Result = ();
 
@@ -431,6 +521,74 @@ impl Handler<Reroute> for Root {
     }
 }
 
+impl Handler<Reload> for Root {
+    type Result = ResponseActFuture<Self, Result<ReloadSummary, String>>;
+
+    fn handle(&mut self, msg: Reload, _: &mut Self::Context) -> Self::Result {
+        let plan = msg.0;
+        let broker = self.broker.clone();
+        let new_carriers: Vec<CarrierSpec> = plan
+            .carriers
+            .iter()
+            .filter(|c| self.plan.carrier(&c.id) != Some(c))
+            .cloned()
+            .collect();
+        Box::pin(
+            async move {
+                // Queues first: a route may send to a new carrier at once.
+                for c in &new_carriers {
+                    broker
+                        .declare_carrier(&c.id, &c.retry.delays_ms)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(plan)
+            }
+            .into_actor(self)
+            .map(|declared: Result<Plan, String>, act, ctx| {
+                let plan = declared?;
+                let Some(monitor) = act.monitor.clone() else {
+                    return Err("shutting down".to_owned());
+                };
+                let me = ctx.address();
+                let mut summary = ReloadSummary::default();
+                let old = act.plan.clone();
+                for c in &old.carriers {
+                    if plan.carrier(&c.id) != Some(c) {
+                        act.retire_carrier(c, &monitor);
+                        summary.carriers_retired.push(c.id.clone());
+                    }
+                }
+                for r in &old.routes {
+                    if !plan.routes.contains(r) {
+                        monitor.do_send(Unwatch(format!("route:{}", r.id)));
+                        if let Some(addr) = act.routes.remove(&r.id) {
+                            addr.do_send(Retire);
+                        }
+                        summary.routes_retired.push(r.id.clone());
+                    }
+                }
+                act.plan = Arc::new(plan.clone());
+                for c in &plan.carriers {
+                    if old.carrier(&c.id) != Some(c) {
+                        act.start_carrier(c, &monitor, &me);
+                        summary.carriers_started.push(c.id.clone());
+                    }
+                }
+                for r in &plan.routes {
+                    if !old.routes.contains(r) {
+                        act.start_route(r, &monitor, &me);
+                        summary.routes_started.push(r.id.clone());
+                    }
+                }
+                act.broadcast_routes();
+                tracing::info!(?summary, "routing reloaded");
+                Ok(summary)
+            }),
+        )
+    }
+}
+
 impl Handler<Snapshot> for Root {
     type Result = ResponseFuture<TreeSnapshot>;
 
@@ -441,6 +599,7 @@ impl Handler<Snapshot> for Root {
         routes.sort();
         let shards = (0..self.broker.topology().shards()).collect();
         let monitor = self.monitor.clone();
+        let queue_depths = self.depths.clone();
         Box::pin(async move {
             let restarts = match monitor {
                 Some(m) => m.send(Restarts).await.unwrap_or_default(),
@@ -451,6 +610,7 @@ impl Handler<Snapshot> for Root {
                 routes,
                 carriers,
                 restarts,
+                queue_depths,
             }
         })
     }

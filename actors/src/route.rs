@@ -58,6 +58,12 @@ pub struct CarrierUsable {
 #[rtype(result = "()")]
 pub struct CrashRoute;
 
+/// The route was removed or changed by a reload: stop. Messages waiting
+/// here go back to their ingress queues and are routed again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
 /// Release pacing towards one carrier: a token bucket at the carrier's rate.
 #[derive(Debug, Clone)]
 struct Pace {
@@ -296,6 +302,14 @@ impl Handler<Ping> for RouteActor {
     type Result = ();
 
     fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
+}
+
+impl Handler<Retire> for RouteActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
 }
 
 impl Handler<CrashRoute> for RouteActor {

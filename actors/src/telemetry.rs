@@ -89,3 +89,16 @@ pub fn duplicate_suppressed(carrier: &str) {
 pub fn overflowed(shard: u16) {
     counter!("herald_tenant_overflow_total", "shard" => shard.to_string()).increment(1);
 }
+
+/// Messages waiting in a carrier's queue.
+pub fn carrier_queue_depth(carrier: &str, depth: u32) {
+    gauge!("herald_carrier_queue_depth", "carrier" => carrier.to_owned()).set(f64::from(depth));
+}
+
+/// A carrier's latency or error rate climbed: its rate was lowered before
+/// it starts refusing.
+pub fn carrier_strained(carrier: &str, why: &'static str) {
+    counter!("herald_carrier_strain_total", "carrier" => carrier.to_owned(), "why" => why)
+        .increment(1);
+    tracing::warn!(carrier, why, "carrier strained; lowering its rate");
+}

@@ -6,6 +6,8 @@
 //!   HealthMonitor's restart counts).
 //! - `POST /v1/admin/actors/{name}/crash`: make an actor panic, to watch
 //!   supervision bring it back; only when `admin.chaos = true`.
+//! - `POST /v1/admin/routing/reload`: read the carriers and routes files
+//!   again and apply them (also done on SIGHUP).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -25,7 +27,40 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/admin/actors/{name}/crash")
             .route(web::post().to(crash))
             .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/admin/routing/reload")
+            .route(web::post().to(reload))
+            .default_service(web::to(super::method_not_allowed)),
     );
+}
+
+/// Read the carriers and routes files again and apply them to `tree`.
+pub async fn reload_routing(
+    config: &crate::config::Config,
+    tree: &actix::Addr<herald_actors::root::Root>,
+) -> Result<herald_actors::root::ReloadSummary, String> {
+    let plan = herald_actors::config::Plan::load(
+        &config.routing.carriers_file,
+        &config.routing.routes_file,
+    )
+    .map_err(|e| e.to_string())?;
+    tree.send(herald_actors::root::Reload(plan))
+        .await
+        .map_err(|_| "the actor tree is not running".to_owned())?
+}
+
+async fn reload(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let tree = state.tree.as_ref().ok_or_else(no_tree)?;
+    match reload_routing(&state.config, tree).await {
+        Ok(summary) => Ok(HttpResponse::Ok().json(summary)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_routing",
+            e,
+        )),
+    }
 }
 
 fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {

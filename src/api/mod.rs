@@ -36,6 +36,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The actor tree of this node, when carriers are configured.
     pub tree: Option<Addr<Root>>,
+    /// The carriers and routes loaded at start; `POST /v1/callbacks/{carrier}`
+    /// finds the carrier's secrets and callback format here (issue 5).
+    pub plan: Arc<herald_actors::config::Plan>,
 }
 
 /// Every route of the service.

@@ -247,24 +247,33 @@ impl Broker {
 
     /// Number of ready messages in a queue (passive declare).
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
-        let channel = self.channel(true).await?;
-        let q = channel
-            .queue_declare(
+        self.channel(true).await?;
+        // A channel of its own: a failed passive declare closes the channel
+        // it ran on, which must not be the publishing one.
+        let channel = {
+            let link = self.inner.link.lock().await;
+            let Some(l) = link.as_ref() else {
+                return Err(BrokerError::Unreachable("not connected".into()));
+            };
+            tokio::time::timeout(self.inner.config.timeout, l.connection.create_channel())
+                .await
+                .map_err(|_| BrokerError::Timeout)??
+        };
+        let q = tokio::time::timeout(
+            self.inner.config.timeout,
+            channel.queue_declare(
                 queue.into(),
                 lapin::options::QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
                 },
                 FieldTable::default(),
-            )
-            .await;
-        match q {
-            Ok(q) => Ok(q.message_count()),
-            Err(e) => {
-                self.invalidate().await;
-                Err(e.into())
-            }
-        }
+            ),
+        )
+        .await
+        .map_err(|_| BrokerError::Timeout)?;
+        let _ = channel.close(200, "inspected".into()).await;
+        Ok(q?.message_count())
     }
 
     /// Take (and acknowledge) every message currently in `queue`, returning
