@@ -641,3 +641,41 @@ async fn routes_reload_through_the_admin_api_and_on_sighup() {
         admin_tree(&herald).await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_message_goes_out_when_due_not_before() {
+    let (sim, _env, key, herald) = with_sim(Behaviour::default(), 1000.0, 1).await;
+    let due = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let mut body = sms("+250788123456", "later please");
+    body["scheduled_at"] = due.to_rfc3339().into();
+    let res = post_message(&herald.url, &key, &body).await;
+    assert_eq!(res.status(), 202);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["status"], "scheduled");
+    accepted_id(post_message(&herald.url, &key, &sms("+250788123456", "right now")).await).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            counts(&sim, "right now").len() == 1
+        })
+        .await
+    );
+    assert_eq!(
+        counts(&sim, "later please").len(),
+        0,
+        "not before it is due"
+    );
+    let arrived = eventually(Duration::from_secs(15), || async {
+        counts(&sim, "later please").len() == 1
+    })
+    .await;
+    assert!(arrived, "the scheduled message went out");
+    let late = chrono::Utc::now() - due;
+    assert!(
+        late >= chrono::Duration::zero() - chrono::Duration::milliseconds(600),
+        "sent {late} after its time: not early"
+    );
+    assert!(
+        late < chrono::Duration::seconds(5),
+        "sent {late} after its time"
+    );
+}

@@ -11,6 +11,10 @@
 //! keeps flowing for the other tenants on it. Overflow messages come back
 //! (a few at a time, see `ingress`) and wait here until the tenant's share
 //! frees up. `high` priority messages never wait in overflow.
+//!
+//! Scheduled messages (`scheduled_at`) not yet due wait in RabbitMQ delay
+//! tiers (0.5 s to 6 h, TTL then dead-lettered back to their ingress shard),
+//! hopping down the tiers until they are due; never in memory.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::broker::{Broker, Incoming, Outgoing};
+use crate::broker::{Broker, Incoming, Outgoing, Topology};
 use crate::events;
 use crate::payload::{Delivery, IngressTask, MessageEnvelope, Priority};
 use crate::root::RouteTable;
@@ -29,6 +33,9 @@ use crate::telemetry;
 
 /// A tenant actor with no message for this long stops.
 pub const IDLE_AFTER: Duration = Duration::from_secs(300);
+
+/// A scheduled message due within this is sent now.
+pub const SCHEDULE_SLACK_MS: i64 = 500;
 
 /// Messages of one tenant that may wait at its routes at once.
 pub const SHARE: usize = 256;
@@ -73,6 +80,32 @@ impl TenantActor {
             held: VecDeque::new(),
             waiting_for_share: false,
         }
+    }
+
+    /// A scheduled message not yet due: park it in the longest delay tier
+    /// that does not overshoot; it comes back through ingress and is looked
+    /// at again (publish, then acknowledge).
+    fn delay(&self, incoming: Incoming, envelope: &MessageEnvelope, remaining_ms: u64) {
+        let tier = Topology::delay_tier(remaining_ms).unwrap_or(0);
+        let task = IngressTask::SubmitV1(envelope.clone());
+        let out = Outgoing {
+            exchange: self.broker.topology().delay_exchange(tier),
+            routing_key: Topology::ingress_key(self.shard),
+            body: serde_json::to_vec(&task).expect("payloads always serialise"),
+            priority: 0,
+        };
+        let broker = self.broker.clone();
+        actix::spawn(async move {
+            match broker.publish_confirmed(&[out]).await {
+                Ok(()) => {
+                    let _ = incoming.ack().await;
+                }
+                Err(e) => {
+                    telemetry::publish_failed("schedule", &e);
+                    let _ = incoming.requeue().await;
+                }
+            }
+        });
     }
 
     /// Publish to the shard's overflow queue, then acknowledge.
@@ -232,6 +265,12 @@ impl Handler<Admit> for TenantActor {
                 "expired",
                 "validity passed before sending".into(),
             );
+        }
+        if let Some(at) = envelope.scheduled_at {
+            let remaining = (at - Utc::now()).num_milliseconds();
+            if remaining > SCHEDULE_SLACK_MS {
+                return self.delay(incoming, &envelope, remaining as u64);
+            }
         }
         if envelope.priority == Priority::High {
             // Never waits behind the tenant's bulk traffic.

@@ -54,6 +54,23 @@ impl Topology {
         format!("{}.ingress.{shard}.overflow", self.prefix)
     }
 
+    /// Delay tiers for scheduled messages, longest last.
+    pub const DELAY_TIERS_MS: [u64; 6] = [500, 5_000, 60_000, 600_000, 3_600_000, 21_600_000];
+
+    /// Exchange (fanout) and queue of delay tier `i`: a message waits the
+    /// tier's time, then is dead-lettered to the ingress exchange under the
+    /// routing key it was published with (its shard).
+    pub fn delay_exchange(&self, tier: usize) -> String {
+        format!("{}.delay.{tier}", self.prefix)
+    }
+
+    /// The longest delay tier not longer than `remaining_ms`, if any.
+    pub fn delay_tier(remaining_ms: u64) -> Option<usize> {
+        Self::DELAY_TIERS_MS
+            .iter()
+            .rposition(|t| *t <= remaining_ms)
+    }
+
     pub fn ingress_key(shard: u16) -> String {
         format!("shard.{shard}")
     }
@@ -119,6 +136,7 @@ impl Topology {
 
     /// Declare every exchange, queue and binding; harmless when they exist.
     pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        self.declare_delays(channel).await?;
         for (name, kind) in self.exchanges() {
             channel
                 .exchange_declare(
@@ -156,6 +174,53 @@ impl Topology {
         Ok(())
     }
 
+    /// Declare the delay tiers for scheduled messages.
+    pub async fn declare_delays(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        for (tier, ttl) in Self::DELAY_TIERS_MS.iter().enumerate() {
+            let name = self.delay_exchange(tier);
+            channel
+                .exchange_declare(
+                    name.as_str().into(),
+                    ExchangeKind::Fanout,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-message-ttl".into(),
+                lapin::types::AMQPValue::LongLongInt(*ttl as i64),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                lapin::types::AMQPValue::LongString(self.ingress_exchange().as_str().into()),
+            );
+            channel
+                .queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    args,
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    name.as_str().into(),
+                    name.as_str().into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Delete everything [`Topology::declare`] made.
     pub async fn delete(&self, channel: &Channel) -> Result<(), lapin::Error> {
         for (queue, _, _) in self.queues() {
@@ -164,6 +229,15 @@ impl Topology {
                 .await?;
         }
         for (name, _) in self.exchanges() {
+            channel
+                .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        for tier in 0..Self::DELAY_TIERS_MS.len() {
+            let name = self.delay_exchange(tier);
+            channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await?;
             channel
                 .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
                 .await?;
