@@ -381,3 +381,72 @@ async fn a_client_that_falls_behind_is_closed_and_resumes_without_gap() {
     dedup.dedup();
     assert_eq!(dedup.len(), all.len(), "nothing twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_announced_by_another_node_through_redis_reach_local_clients() {
+    let env = TestEnv::new();
+    let (tenant, key) = env.create_tenant("acme", &[]);
+    let herald = env.start();
+    let mut ws = connect(&herald.url, &key, "").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What another node's hub publishes after its projector committed.
+    let announcement = json!({
+        "node": "another-node",
+        "events": [[tenant, {
+            "cursor": 987654, "message_id": "msg_00000000000000000000000000000001",
+            "seq": 2, "status": "sent", "previous_status": "queued", "final": false,
+            "carrier": "smsc-kigali", "detail": {}, "at": Utc::now(), "channel": "sms"
+        }], ["tnt_someone_else", {
+            "cursor": 987655, "message_id": "msg_00000000000000000000000000000002",
+            "seq": 2, "status": "sent", "previous_status": "queued", "final": false,
+            "carrier": null, "detail": {}, "at": Utc::now(), "channel": "sms"
+        }]]
+    });
+    let redis = redis::Client::open(common::REDIS).unwrap();
+    let mut c = redis.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{}:events", env.name))
+        .arg(announcement.to_string())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let got = take(&mut ws, 1).await;
+    assert_eq!(got[0]["cursor"], 987654);
+    assert_eq!(got[0]["channel"], "sms");
+    assert!(got[0].get("tenant_id").is_none());
+    // Another tenant's event is not passed on.
+    assert!(next_event(&mut ws, Duration::from_millis(700))
+        .await
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_clients_with_going_away_and_exits() {
+    let env = TestEnv::new();
+    let (_, key) = env.create_tenant("acme", &[]);
+    let mut herald = env.start();
+    let mut ws = connect(&herald.url, &key, "").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = herald.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let frame = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(f))) => break f,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let frame = frame.expect("a close reason");
+    assert_eq!(u16::from(frame.code), 1001);
+    assert!(frame.reason.contains("after="), "{frame:?}");
+    let status = tokio::task::spawn_blocking(move || herald.terminate(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(status.success());
+}

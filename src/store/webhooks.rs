@@ -19,11 +19,12 @@ use herald_actors::{MessageId, TenantId};
 use tokio_postgres::Row;
 
 use super::{Store, StoreError};
+use crate::webhooks::EndpointId;
 
 /// A tenant's webhook endpoint as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointRow {
-    pub id: String,
+    pub id: EndpointId,
     pub tenant_id: String,
     pub url: String,
     pub description: Option<String>,
@@ -55,7 +56,7 @@ pub struct DispatchEvent {
 /// An enabled endpoint a dispatched event may go to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointTarget {
-    pub id: String,
+    pub id: EndpointId,
     pub tenant_id: String,
     pub url: String,
 }
@@ -97,7 +98,7 @@ const EVENT_COLUMNS: &str = "e.cursor, e.message_id, e.tenant_id, e.seq, e.statu
 
 fn endpoint_from_row(r: &Row) -> EndpointRow {
     EndpointRow {
-        id: r.get("id"),
+        id: EndpointId::from_trusted(r.get("id")),
         tenant_id: r.get("tenant_id"),
         url: r.get("url"),
         description: r.get("description"),
@@ -131,7 +132,7 @@ impl Store {
     pub async fn create_endpoint(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &EndpointId,
         url: &str,
         description: Option<&str>,
         secret_sealed: &[u8],
@@ -143,7 +144,13 @@ impl Store {
                         "INSERT INTO webhook_endpoints (id, tenant_id, url, description, \
                          secret_sealed) VALUES ($1, $2, $3, $4, $5) RETURNING {ENDPOINT_COLUMNS}"
                     ),
-                    &[&id, &tenant.as_str(), &url, &description, &secret_sealed],
+                    &[
+                        &id.as_str(),
+                        &tenant.as_str(),
+                        &url,
+                        &description,
+                        &secret_sealed,
+                    ],
                 )
                 .await?;
             Ok(endpoint_from_row(&row))
@@ -172,7 +179,7 @@ impl Store {
     pub async fn endpoint(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &EndpointId,
     ) -> Result<Option<EndpointRow>, StoreError> {
         self.with(|c| async move {
             let row = c
@@ -181,7 +188,7 @@ impl Store {
                         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
                          WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"
                     ),
-                    &[&id, &tenant.as_str()],
+                    &[&id.as_str(), &tenant.as_str()],
                 )
                 .await?;
             Ok(row.as_ref().map(endpoint_from_row))
@@ -190,7 +197,7 @@ impl Store {
     }
 
     /// An endpoint by id alone (the deliverer; deleted ones are `None`).
-    pub async fn endpoint_by_id(&self, id: &str) -> Result<Option<EndpointRow>, StoreError> {
+    pub async fn endpoint_by_id(&self, id: &EndpointId) -> Result<Option<EndpointRow>, StoreError> {
         self.with(|c| async move {
             let row = c
                 .query_opt(
@@ -198,7 +205,7 @@ impl Store {
                         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
                          WHERE id = $1 AND deleted_at IS NULL"
                     ),
-                    &[&id],
+                    &[&id.as_str()],
                 )
                 .await?;
             Ok(row.as_ref().map(endpoint_from_row))
@@ -207,13 +214,17 @@ impl Store {
     }
 
     /// Delete (soft: attempts keep naming it). Whether it existed.
-    pub async fn delete_endpoint(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+    pub async fn delete_endpoint(
+        &self,
+        tenant: &TenantId,
+        id: &EndpointId,
+    ) -> Result<bool, StoreError> {
         self.with(|c| async move {
             let n = c
                 .execute(
                     "UPDATE webhook_endpoints SET deleted_at = now(), enabled = false \
                      WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL",
-                    &[&id, &tenant.as_str()],
+                    &[&id.as_str(), &tenant.as_str()],
                 )
                 .await?;
             Ok(n == 1)
@@ -222,13 +233,17 @@ impl Store {
     }
 
     /// Disable an endpoint for `reason`. True when this call disabled it.
-    pub async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
+    pub async fn disable_endpoint(
+        &self,
+        id: &EndpointId,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
         self.with(|c| async move {
             let n = c
                 .execute(
                     "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, \
                      disabled_at = now() WHERE id = $1 AND enabled",
-                    &[&id, &reason],
+                    &[&id.as_str(), &reason],
                 )
                 .await?;
             Ok(n == 1)
@@ -237,12 +252,12 @@ impl Store {
     }
 
     /// A delivery to the endpoint succeeded: its run of failures ends.
-    pub async fn endpoint_succeeded(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn endpoint_succeeded(&self, id: &EndpointId) -> Result<(), StoreError> {
         self.with(|c| async move {
             c.execute(
                 "UPDATE webhook_endpoints SET failing_since = NULL \
                  WHERE id = $1 AND failing_since IS NOT NULL",
-                &[&id],
+                &[&id.as_str()],
             )
             .await?;
             Ok(())
@@ -255,7 +270,7 @@ impl Store {
     /// when this call disabled it.
     pub async fn endpoint_failed(
         &self,
-        id: &str,
+        id: &EndpointId,
         disable_after: Duration,
     ) -> Result<bool, StoreError> {
         let secs = disable_after.as_secs_f64();
@@ -273,7 +288,7 @@ impl Store {
                          failing_since < now() - make_interval(secs => $2::float8) \
                          THEN now() ELSE disabled_at END \
                      WHERE id = $1 AND enabled RETURNING enabled",
-                    &[&id, &secs],
+                    &[&id.as_str(), &secs],
                 )
                 .await?;
             Ok(row.is_some_and(|r| !r.get::<_, bool>(0)))
@@ -369,10 +384,10 @@ impl Store {
     pub async fn endpoint_attempts(
         &self,
         tenant: &TenantId,
-        endpoint: &str,
+        endpoint: &EndpointId,
         limit: i64,
     ) -> Result<Vec<AttemptRow>, StoreError> {
-        self.attempts_where("endpoint_id", tenant, endpoint, limit)
+        self.attempts_where("endpoint_id", tenant, endpoint.as_str(), limit)
             .await
     }
 
@@ -438,7 +453,7 @@ impl Store {
                 .await?
                 .iter()
                 .map(|r| EndpointTarget {
-                    id: r.get(0),
+                    id: EndpointId::from_trusted(r.get(0)),
                     tenant_id: r.get(1),
                     url: r.get(2),
                 })

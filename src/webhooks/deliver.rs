@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use super::dispatcher::publish;
 use super::seal::Sealer;
-use super::{sign, target, Settings, WebhookTask, ENDPOINT_DISABLED, MESSAGE_STATUS};
+use super::{sign, target, EndpointId, Settings, WebhookTask, ENDPOINT_DISABLED, MESSAGE_STATUS};
 use crate::store::webhooks::AttemptRow;
 use crate::store::Store;
 use crate::telemetry;
@@ -161,7 +161,9 @@ impl Deliverer {
         let WebhookTask::DeliverV1 {
             endpoint_id, url, ..
         } = &task;
-        let key = endpoint_id.clone().unwrap_or_else(|| url.clone());
+        let key = endpoint_id
+            .as_ref()
+            .map_or_else(|| url.clone(), |e| e.as_str().to_owned());
         let Some(_permit) = self.permit(&key) else {
             telemetry::webhook_attempt("deferred", None);
             let ok = self
@@ -223,7 +225,7 @@ impl Deliverer {
             webhook_id: webhook_id.clone(),
             event_cursor: Some(*cursor),
             message_id: Some(message_id.clone()),
-            endpoint_id: endpoint_id.clone(),
+            endpoint_id: endpoint_id.as_ref().map(|e| e.as_str().to_owned()),
             url: url.clone(),
             attempt: *attempt as i32,
             outcome: String::new(),
@@ -381,7 +383,13 @@ impl Deliverer {
         Ok(())
     }
 
-    async fn disabled(&self, id: &str, tenant: &str, url: &str, why: &str) -> Result<(), String> {
+    async fn disabled(
+        &self,
+        id: &EndpointId,
+        tenant: &str,
+        url: &str,
+        why: &str,
+    ) -> Result<(), String> {
         if self
             .store
             .disable_endpoint(id, why)
@@ -395,7 +403,13 @@ impl Deliverer {
 
     /// Tell the tenant an endpoint was disabled: an `endpoint.disabled`
     /// entry in its attempts (`GET /v1/webhooks/endpoints/{id}`).
-    async fn notice(&self, id: &str, tenant: &str, url: &str, why: &str) -> Result<(), String> {
+    async fn notice(
+        &self,
+        id: &EndpointId,
+        tenant: &str,
+        url: &str,
+        why: &str,
+    ) -> Result<(), String> {
         telemetry::webhook_endpoint_disabled(why);
         self.store
             .record_attempt(&AttemptRow {
@@ -404,7 +418,7 @@ impl Deliverer {
                 webhook_id: format!("whd_{id}"),
                 event_cursor: None,
                 message_id: None,
-                endpoint_id: Some(id.to_owned()),
+                endpoint_id: Some(id.as_str().to_owned()),
                 url: url.to_owned(),
                 attempt: 0,
                 outcome: "notice".into(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use herald_actors::broker::{Broker, Outgoing};
 use tokio::sync::{broadcast, watch};
 
-use super::{webhook_id, EventSnapshot, Settings, WebhookTask};
+use super::{webhook_id, EndpointId, EventSnapshot, Settings, WebhookTask};
 use crate::projector::StatusChange;
 use crate::store::webhooks::{DispatchEvent, EndpointTarget};
 use crate::store::Store;
@@ -21,7 +21,7 @@ use crate::telemetry;
 pub fn tasks(events: &[DispatchEvent], endpoints: &[EndpointTarget]) -> Vec<WebhookTask> {
     let mut out = Vec::new();
     for e in events {
-        let task = |endpoint_id: Option<String>, url: String| WebhookTask::DeliverV1 {
+        let task = |endpoint_id: Option<EndpointId>, url: String| WebhookTask::DeliverV1 {
             webhook_id: webhook_id(e.cursor),
             tenant_id: e.tenant_id.clone(),
             message_id: e.message_id.clone(),

@@ -63,7 +63,7 @@ pub enum WebhookTask {
         message_id: String,
         cursor: i64,
         /// `None`: the message's callback URL.
-        endpoint_id: Option<String>,
+        endpoint_id: Option<EndpointId>,
         url: String,
         /// 1 for the first attempt.
         attempt: u32,
@@ -82,6 +82,45 @@ pub struct EventSnapshot {
     pub carrier: Option<String>,
     pub detail: serde_json::Value,
     pub at: DateTime<Utc>,
+}
+
+/// A tenant's webhook endpoint: `whe_` and 32 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EndpointId(String);
+
+impl EndpointId {
+    pub const PREFIX: &'static str = "whe_";
+
+    /// A new, time-ordered id.
+    pub fn generate() -> Self {
+        Self(format!("{}{}", Self::PREFIX, uuid::Uuid::now_v7().simple()))
+    }
+
+    /// Parse an id received from outside.
+    pub fn parse(s: &str) -> Option<Self> {
+        let rest = s.strip_prefix(Self::PREFIX)?;
+        let ok = rest.len() == 32
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| Self(s.to_owned()))
+    }
+
+    /// Trust a value read back from Herald's own store or queue.
+    pub fn from_trusted(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EndpointId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The `webhook-id` of the log entry at `cursor`.

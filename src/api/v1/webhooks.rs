@@ -17,7 +17,7 @@ use crate::api::error::ApiError;
 use crate::api::{from_json, read_json, AppState};
 use crate::store::webhooks::{AttemptRow, DispatchEvent, EndpointRow, EndpointTarget, Since};
 use crate::webhooks::seal::{display_secret, new_secret, Sealer};
-use crate::webhooks::{dispatcher, target};
+use crate::webhooks::{dispatcher, target, EndpointId};
 
 /// Longest endpoint description.
 pub const MAX_DESCRIPTION: usize = 200;
@@ -54,6 +54,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 struct CreateEndpoint {
     url: String,
     description: Option<String>,
+}
+
+fn endpoint_id(raw: &str) -> Result<EndpointId, ApiError> {
+    EndpointId::parse(raw).ok_or_else(|| ApiError::not_found("webhook endpoint"))
 }
 
 fn sealer(state: &AppState) -> Result<Sealer, ApiError> {
@@ -126,7 +130,7 @@ async fn create(
     }
     let secret = new_secret();
     let sealed = sealer(&state)?.seal(&secret);
-    let id = format!("whe_{}", uuid::Uuid::new_v4().simple());
+    let id = EndpointId::generate();
     let row = state
         .store
         .create_endpoint(
@@ -161,7 +165,7 @@ async fn show(
 ) -> Result<HttpResponse, ApiError> {
     let row = state
         .store
-        .endpoint(&tenant.id, &path)
+        .endpoint(&tenant.id, &endpoint_id(&path)?)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
     let attempts = state
@@ -178,7 +182,11 @@ async fn delete(
     state: web::Data<AppState>,
     Authenticated(tenant): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    if state.store.delete_endpoint(&tenant.id, &path).await? {
+    if state
+        .store
+        .delete_endpoint(&tenant.id, &endpoint_id(&path)?)
+        .await?
+    {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::not_found("webhook endpoint"))
@@ -226,7 +234,7 @@ async fn replay(
     let since = parse_since(req.query_string())?;
     let row = state
         .store
-        .endpoint(&tenant.id, &path)
+        .endpoint(&tenant.id, &endpoint_id(&path)?)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
     if !row.enabled {
