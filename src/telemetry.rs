@@ -134,6 +134,16 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         "WebSocket live stream clients disconnected by Herald, by reason (slow, timeout, shutdown)"
     );
     // --- end webhooks and live stream ---
+    // --- carrier callbacks (issue 5) ---
+    metrics::describe_counter!(
+        "herald_callbacks_total",
+        "Carrier callbacks (POST and GET /v1/callbacks/{carrier}), by carrier and outcome (accepted, ignored, invalid_signature, malformed, unavailable, unsupported, verified, refused)"
+    );
+    metrics::describe_counter!(
+        "herald_callback_receipts_total",
+        "Receipts from carrier callbacks published to the events queue, by carrier"
+    );
+    // --- end carrier callbacks ---
     Ok(handle)
 }
 
@@ -260,3 +270,31 @@ pub fn stream_disconnected(reason: &'static str) {
     tracing::info!(target: "herald::stream", reason, "stream client disconnected");
     counter!("herald_stream_disconnects_total", "reason" => reason).increment(1);
 }
+
+// --- carrier callbacks (issue 5) ---
+
+/// A carrier callback answered; `receipts` were published (accepted only).
+/// `carrier` is a configured carrier id, or `unknown`.
+pub fn callback(carrier: &str, outcome: crate::api::v1::callbacks::Outcome, receipts: usize) {
+    use crate::api::v1::callbacks::Outcome;
+    let label = outcome.as_str();
+    counter!("herald_callbacks_total", "carrier" => carrier.to_owned(), "outcome" => label)
+        .increment(1);
+    if receipts > 0 {
+        counter!("herald_callback_receipts_total", "carrier" => carrier.to_owned())
+            .increment(receipts as u64);
+    }
+    match outcome {
+        Outcome::InvalidSignature
+        | Outcome::Malformed
+        | Outcome::Unavailable
+        | Outcome::Refused => {
+            tracing::warn!(target: "herald::callbacks", carrier, outcome = label, "carrier callback refused")
+        }
+        _ => {
+            tracing::debug!(target: "herald::callbacks", carrier, outcome = label, receipts, "carrier callback")
+        }
+    }
+}
+
+// --- end carrier callbacks ---

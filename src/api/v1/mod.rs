@@ -1,5 +1,6 @@
 //! Version 1 of the public API.
 
+pub mod callbacks;
 pub mod events;
 pub mod messages;
 pub mod send;
@@ -12,5 +13,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(messages::routes)
         .configure(events::routes)
         .configure(webhooks::routes)
-        .configure(stream::routes);
+        .configure(stream::routes)
+        .configure(callbacks::routes);
 }
