@@ -131,7 +131,7 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     );
     metrics::describe_counter!(
         "herald_stream_disconnects_total",
-        "WebSocket live stream clients disconnected by Herald, by reason (slow, timeout, shutdown)"
+        "WebSocket live stream clients disconnected by Herald, by reason (slow, timeout, resync, unavailable, shutdown)"
     );
     // --- end webhooks and live stream ---
     // --- carrier callbacks (issue 5) ---

@@ -70,6 +70,17 @@ impl StreamEvent {
     }
 }
 
+/// What the hub passes to sessions (always behind an `Arc`).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubItem {
+    /// An event some node's projector committed.
+    Event(StreamEvent),
+    /// The hub lost events (it lagged, or could not read them back): every
+    /// session must resume from PostgreSQL.
+    Resync,
+}
+
 /// What hubs publish to each other on Redis (tenant ids included).
 #[derive(Debug, Serialize, Deserialize)]
 struct Announcement {
@@ -80,7 +91,7 @@ struct Announcement {
 /// The hub of this node. Cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
-    events: broadcast::Sender<Arc<StreamEvent>>,
+    events: broadcast::Sender<Arc<HubItem>>,
     stop: watch::Sender<bool>,
     pub(crate) store: Store,
 }
@@ -107,7 +118,7 @@ impl Hub {
     }
 
     /// Events from now on; lagging past the capacity is an error to the receiver.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StreamEvent>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<HubItem>> {
         self.events.subscribe()
     }
 
@@ -140,6 +151,7 @@ impl Hub {
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(target: "herald::stream", missed = n,
                         "stream hub lagged; clients resume by cursor");
+                    let _ = self.events.send(Arc::new(HubItem::Resync));
                     continue;
                 }
             }
@@ -151,6 +163,7 @@ impl Hub {
                 Err(e) => {
                     tracing::warn!(target: "herald::stream", error = %e,
                         "could not read events for the live stream");
+                    let _ = self.events.send(Arc::new(HubItem::Resync));
                     continue;
                 }
             };
@@ -166,7 +179,7 @@ impl Hub {
                     .collect(),
             };
             for e in events {
-                let _ = self.events.send(Arc::new(e));
+                let _ = self.events.send(Arc::new(HubItem::Event(e)));
             }
             let payload = serde_json::to_string(&announcement).expect("serializes");
             if let Err(e) = kv.publish(CHANNEL, &payload).await {
@@ -192,7 +205,7 @@ impl Hub {
             }
             for (tenant, mut e) in a.events {
                 e.tenant_id = tenant;
-                let _ = self.events.send(Arc::new(e));
+                let _ = self.events.send(Arc::new(HubItem::Event(e)));
             }
         }
     }

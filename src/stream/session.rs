@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::{Hub, StreamEvent};
+use super::{Hub, HubItem, StreamEvent};
 use crate::store::StoreError;
 use crate::telemetry;
 
@@ -114,7 +114,7 @@ fn policy(reason: String) -> CloseReason {
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     hub: Hub,
-    mut live: broadcast::Receiver<Arc<StreamEvent>>,
+    mut live: broadcast::Receiver<Arc<HubItem>>,
     tenant: TenantId,
     after: Option<i64>,
     filter: Filter,
@@ -239,7 +239,7 @@ fn unavailable(e: StoreError) -> End {
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     hub: &Hub,
-    live: &mut broadcast::Receiver<Arc<StreamEvent>>,
+    live: &mut broadcast::Receiver<Arc<HubItem>>,
     tenant: &TenantId,
     filter: &mut Filter,
     limits: Limits,
@@ -300,13 +300,19 @@ async fn serve(
                     Some(Ok(_)) => {}
                 }
             }
-            e = live.recv() => match e {
-                Ok(e) => {
+            e = live.recv() => match e.as_deref() {
+                Ok(HubItem::Resync) => {
+                    return End::Close(CloseReason {
+                        code: CloseCode::Again,
+                        description: Some(format!("events were dropped; resume with after={}", sent.last)),
+                    }, "resync");
+                }
+                Ok(HubItem::Event(e)) => {
                     if e.tenant_id != tenant.as_str() || !sent.fresh(e.cursor) {
                         continue;
                     }
-                    if filter.wants(&e) {
-                        if let Err(end) = send(session, &e, limits, sent).await {
+                    if filter.wants(e) {
+                        if let Err(end) = send(session, e, limits, sent).await {
                             return end;
                         }
                     }
