@@ -1,5 +1,6 @@
 //! The Redis seam: `redis` appears only here. Redis holds what is hot and
-//! shared between nodes: idempotency keys and rate-limit state (GCRA).
+//! shared between nodes: idempotency keys and rate-limit state (GCRA), and
+//! carries the live stream's events between nodes (pub/sub).
 //!
 //! Every command is bounded by `redis.timeout_ms`. The connection is opened
 //! lazily and re-opened by `redis`' `ConnectionManager`, so Herald starts and
