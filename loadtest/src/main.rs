@@ -1,1 +1,16 @@
-fn main() {}
+//! `herald-loadtest`: the command line over [`herald_loadtest::run`].
+
+use clap::Parser;
+use herald_loadtest::Options;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let opts = Options::parse();
+    let report = herald_loadtest::run(opts.clone()).await?;
+    println!("{}", report.table());
+    if let Some(path) = &opts.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+        eprintln!("figures written to {}", path.display());
+    }
+    Ok(())
+}

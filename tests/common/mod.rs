@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod carriers;
 pub mod proxy;
 pub mod receiver;
