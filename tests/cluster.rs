@@ -181,7 +181,12 @@ async fn kill_9_mid_flow_then_start_every_accepted_message_reaches_a_final_state
     assert!(eventually(Duration::from_secs(10), || bound_here(&herald)).await);
 
     let loading = tokio::spawn(load(herald.url.clone(), key.clone(), "k9", 1500));
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // Mid-flow: the carrier has seen some, far from all.
+    let flowing = eventually(Duration::from_secs(60), || async {
+        texts(&sim, "k9").len() >= 150
+    })
+    .await;
+    assert!(flowing, "load reached the carrier");
     let pid = herald.child.id().to_string();
     std::process::Command::new("kill")
         .args(["-9", &pid])

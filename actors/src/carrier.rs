@@ -14,7 +14,7 @@
 //! it stops; the supervisor restarts it after a back-off that doubles with
 //! each consecutive failure. A panic is caught by the HealthMonitor instead.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,9 @@ pub struct CarrierConnection {
     /// unacknowledged in RabbitMQ until their outcome is published.
     pending: VecDeque<(Incoming, Delivery)>,
     in_flight: usize,
+    /// Ids of the messages in flight: a second copy of one (a redelivery)
+    /// waits until the first is settled, then the ledger stops it.
+    submitting: HashSet<String>,
     pump_scheduled: bool,
     /// Consecutive failed connection attempts (kept across restarts).
     failures: u32,
@@ -133,6 +136,7 @@ impl CarrierConnection {
             client: None,
             pending: VecDeque::new(),
             in_flight: 0,
+            submitting: HashSet::new(),
             pump_scheduled: false,
             failures: 0,
             restarts: 0,
@@ -334,6 +338,13 @@ impl CarrierConnection {
             return;
         };
         while self.in_flight < self.window() && !self.pending.is_empty() {
+            let Some(next) = self
+                .pending
+                .iter()
+                .position(|(_, d)| !self.submitting.contains(d.envelope.id.as_str()))
+            else {
+                return; // only copies of messages in flight: wait for them
+            };
             let now = Instant::now();
             if !self.breaker.allow(now) {
                 self.schedule_pump(self.spec.breaker_cooldown() / 4, ctx);
@@ -343,7 +354,7 @@ impl CarrierConnection {
                 self.schedule_pump(self.throttle.wait(), ctx);
                 return;
             }
-            let Some((incoming, delivery)) = self.pending.pop_front() else {
+            let Some((incoming, delivery)) = self.pending.remove(next) else {
                 return;
             };
             if delivery
@@ -391,6 +402,7 @@ impl CarrierConnection {
         ctx: &mut Context<Self>,
     ) {
         self.in_flight += 1;
+        self.submitting.insert(delivery.envelope.id.to_string());
         let submission = Submission {
             message_id: delivery.envelope.id.to_string(),
             channel: delivery.envelope.channel,
@@ -442,7 +454,8 @@ impl CarrierConnection {
                         refs,
                         None,
                     );
-                    act.finish_counted(incoming, vec![sent], "duplicate", None, ctx);
+                    let msg = delivery.envelope.id.to_string();
+                    act.finish_counted(incoming, vec![sent], "duplicate", msg, None, ctx);
                     return;
                 }
             };
@@ -458,8 +471,9 @@ impl CarrierConnection {
     /// its window slot is free. Counting slots until settlement, not just
     /// until the carrier answers, bounds what a crash can send twice by the
     /// window.
-    fn settled(&mut self, ctx: &mut Context<Self>) {
+    fn settled(&mut self, id: &str, ctx: &mut Context<Self>) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.submitting.remove(id);
         if self.draining {
             self.pending.clear();
             if self.in_flight == 0 {
@@ -510,21 +524,23 @@ impl CarrierConnection {
                     refs.clone(),
                     None,
                 );
-                let id = delivery.envelope.id.to_string();
-                self.finish_counted(incoming, vec![event], "sent", Some((id, refs)), ctx);
+                let msg = delivery.envelope.id.to_string();
+                self.finish_counted(incoming, vec![event], "sent", msg, Some(refs), ctx);
             }
             Err(CarrierError::Throttled { .. }) => {
                 telemetry::carrier_submitted(&id, "throttled", seconds);
                 self.throttle.throttled(now);
                 self.report();
                 // Still ours: try again when the rate allows.
+                let id = delivery.envelope.id.to_string();
                 self.pending.push_front((incoming, delivery));
-                self.settled(ctx);
+                self.settled(&id, ctx);
             }
             Err(CarrierError::ConnectionLost { text }) => {
                 telemetry::carrier_submitted(&id, "connection_lost", seconds);
                 tracing::warn!(carrier = %id, %text, "submission's fate unknown; it will be sent again");
                 // Requeued when we stop (the bind-lost watcher stops us).
+                self.submitting.remove(delivery.envelope.id.as_str());
                 self.pending.push_front((incoming, delivery));
                 self.in_flight = self.in_flight.saturating_sub(1);
                 ctx.stop();
@@ -548,11 +564,13 @@ impl CarrierConnection {
                         vec![],
                         Some(error),
                     );
-                    self.finish_counted(incoming, vec![event], "failed", None, ctx);
+                    let msg = delivery.envelope.id.to_string();
+                    self.finish_counted(incoming, vec![event], "failed", msg, None, ctx);
                 } else {
                     let tier = policy.tier(delivery.attempt);
                     let retry = events::to_retry(&topology, &id, tier, &delivery);
-                    self.finish_counted(incoming, vec![retry], "retry", None, ctx);
+                    let msg = delivery.envelope.id.to_string();
+                    self.finish_counted(incoming, vec![retry], "retry", msg, None, ctx);
                 }
             }
             Err(e @ CarrierError::Permanent { .. }) => {
@@ -565,7 +583,8 @@ impl CarrierConnection {
                     vec![],
                     Some(events::carrier_error(&e)),
                 );
-                self.finish_counted(incoming, vec![event], "failed", None, ctx);
+                let msg = delivery.envelope.id.to_string();
+                self.finish_counted(incoming, vec![event], "failed", msg, None, ctx);
             }
         }
     }
@@ -584,14 +603,15 @@ impl CarrierConnection {
     }
 
     /// [`Self::finish`] for a submission holding a window slot: the slot is
-    /// freed when the delivery is settled. `sent`: the message a carrier
-    /// accepted, recorded in the ledger first.
+    /// freed when the delivery is settled. `sent_refs`: the carrier accepted
+    /// message `id` with these references; recorded in the ledger first.
     fn finish_counted(
         &self,
         incoming: Incoming,
         out: Vec<Outgoing>,
         status: &'static str,
-        sent: Option<(String, Vec<String>)>,
+        id: String,
+        sent_refs: Option<Vec<String>>,
         ctx: &mut Context<Self>,
     ) {
         let me = ctx.address();
@@ -605,13 +625,13 @@ impl CarrierConnection {
             status,
         );
         actix::spawn(async move {
-            if let Some((id, refs)) = sent {
+            if let Some(refs) = sent_refs {
                 if let Err(e) = ledger.record_sent(&id, &refs).await {
                     tracing::warn!(error = %e, "submission ledger unavailable");
                 }
             }
             work.await;
-            me.do_send(Settled { generation });
+            me.do_send(Settled { generation, id });
         });
     }
 }
@@ -640,6 +660,7 @@ async fn settle(
 #[rtype(result = "()")]
 struct Settled {
     generation: u64,
+    id: String,
 }
 
 impl Handler<Settled> for CarrierConnection {
@@ -647,7 +668,7 @@ impl Handler<Settled> for CarrierConnection {
 
     fn handle(&mut self, msg: Settled, ctx: &mut Self::Context) {
         if msg.generation == self.generation {
-            self.settled(ctx);
+            self.settled(&msg.id, ctx);
         }
     }
 }
@@ -717,6 +738,7 @@ impl Supervised for CarrierConnection {
         // Dropping them gives them back to the queue.
         self.pending.clear();
         self.in_flight = 0;
+        self.submitting.clear();
         self.pump_scheduled = false;
         self.report();
     }
