@@ -125,24 +125,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         };
         Some(herald_actors::root::start((*plan).clone(), broker.clone(), lease).await?)
     };
-    // SIGHUP: read the carriers and routes files again (as the admin API's
-    // POST /v1/admin/routing/reload does).
-    let hangup = tree.clone().map(|tree| {
-        let config = config.clone();
-        actix_web::rt::spawn(async move {
-            let Ok(mut hups) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                return;
-            };
-            while hups.recv().await.is_some() {
-                match api::admin::reload_routing(&config, &tree).await {
-                    Ok(summary) => tracing::info!(?summary, "SIGHUP: routing reloaded"),
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: routing not reloaded"),
-                }
-            }
-        })
-    });
     let upkeep = {
         let handle = metrics.clone();
         actix_web::rt::spawn(async move {
@@ -163,7 +145,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         auth: api::auth::AuthCache::new(Duration::from_secs(config.auth.cache_seconds)),
         metrics,
         tree: tree.clone(),
-        plan: plan.clone(), // carrier callbacks (issue 5)
+        plan: std::sync::RwLock::new(plan.clone()), // carrier callbacks (issue 5)
+    });
+    // SIGHUP: read the carriers and routes files again (as the admin API's
+    // POST /v1/admin/routing/reload does).
+    let hangup = tree.as_ref().map(|_| {
+        let state = state.clone();
+        actix_web::rt::spawn(async move {
+            let Ok(mut hups) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hups.recv().await.is_some() {
+                match api::admin::reload_routing(&state).await {
+                    Ok(summary) => tracing::info!(?summary, "SIGHUP: routing reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: routing not reloaded"),
+                }
+            }
+        })
     });
     let server = HttpServer::new(move || {
         App::new()

@@ -35,25 +35,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Read the carriers and routes files again and apply them to `tree`.
+/// Read the carriers and routes files again, apply them to the actor tree
+/// and to the API (carrier callbacks).
 pub async fn reload_routing(
-    config: &crate::config::Config,
-    tree: &actix::Addr<herald_actors::root::Root>,
+    state: &AppState,
 ) -> Result<herald_actors::root::ReloadSummary, String> {
+    let tree = state
+        .tree
+        .as_ref()
+        .ok_or_else(|| "the actor tree is not running on this node".to_owned())?;
     let plan = herald_actors::config::Plan::load(
-        &config.routing.carriers_file,
-        &config.routing.routes_file,
+        &state.config.routing.carriers_file,
+        &state.config.routing.routes_file,
     )
     .map_err(|e| e.to_string())?;
-    tree.send(herald_actors::root::Reload(plan))
+    let summary = tree
+        .send(herald_actors::root::Reload(plan.clone()))
         .await
-        .map_err(|_| "the actor tree is not running".to_owned())?
+        .map_err(|_| "the actor tree is not running".to_owned())??;
+    state.set_plan(plan);
+    Ok(summary)
 }
 
 async fn reload(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let tree = state.tree.as_ref().ok_or_else(no_tree)?;
-    match reload_routing(&state.config, tree).await {
+    state.tree.as_ref().ok_or_else(no_tree)?;
+    match reload_routing(&state).await {
         Ok(summary) => Ok(HttpResponse::Ok().json(summary)),
         Err(e) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -36,9 +36,28 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The actor tree of this node, when carriers are configured.
     pub tree: Option<Addr<Root>>,
-    /// The carriers and routes loaded at start; `POST /v1/callbacks/{carrier}`
-    /// finds the carrier's secrets and callback format here (issue 5).
-    pub plan: Arc<herald_actors::config::Plan>,
+    /// The carriers and routes in force (replaced by a routing reload);
+    /// `POST /v1/callbacks/{carrier}` finds the carrier's secrets and
+    /// callback format here. Read through [`AppState::plan`].
+    pub plan: std::sync::RwLock<Arc<herald_actors::config::Plan>>,
+}
+
+impl AppState {
+    /// The carriers and routes in force.
+    pub fn plan(&self) -> Arc<herald_actors::config::Plan> {
+        self.plan
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Replace the carriers and routes in force (after a reload).
+    pub fn set_plan(&self, plan: herald_actors::config::Plan) {
+        match self.plan.write() {
+            Ok(mut p) => *p = Arc::new(plan),
+            Err(e) => *e.into_inner() = Arc::new(plan),
+        }
+    }
 }
 
 /// Every route of the service.

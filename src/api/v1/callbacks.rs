@@ -207,8 +207,12 @@ fn record<T>(carrier: &str, result: &Result<T, CallbackError>, outcome: Outcome,
     telemetry::callback(label, outcome, receipts);
 }
 
-fn carrier<'a>(state: &'a AppState, id: &str) -> Result<&'a CarrierSpec, CallbackError> {
-    state.plan.carrier(id).ok_or(CallbackError::UnknownCarrier)
+fn carrier(state: &AppState, id: &str) -> Result<CarrierSpec, CallbackError> {
+    state
+        .plan()
+        .carrier(id)
+        .cloned()
+        .ok_or(CallbackError::UnknownCarrier)
 }
 
 /// `POST /v1/callbacks/{carrier_id}`.
@@ -238,7 +242,7 @@ async fn receive_inner(
 ) -> Result<usize, CallbackError> {
     let spec = carrier(state, carrier_id)?;
     let body = read_body(req, payload, state.config.http.max_body_bytes).await?;
-    let receipts = verify_and_parse(spec, req, &body)?;
+    let receipts = verify_and_parse(&spec, req, &body)?;
     if receipts.is_empty() {
         return Ok(0);
     }
