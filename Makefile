@@ -28,3 +28,9 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+# Herald end to end under load (scripts/bench.sh; BENCH_RATE, BENCH_DURATION,
+# BENCH_RUNS …); figures in BENCHMARKS.md.
+.PHONY: bench
+bench: services
+	@scripts/bench.sh
