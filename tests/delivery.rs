@@ -679,3 +679,95 @@ async fn a_scheduled_message_goes_out_when_due_not_before() {
         "sent {late} after its time"
     );
 }
+
+async fn message(herald: &Herald, key: &str, id: &str) -> Value {
+    client()
+        .get(format!("{}/v1/messages/{id}", herald.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_errors_are_retried_through_delay_queues_then_fail() {
+    let (sim, _env, key, herald) = with_sim(
+        Behaviour {
+            error_rate: 1.0,
+            error_status: herald_carriers::smpp::pdu::status::ESME_RSYSERR,
+            ..Default::default()
+        },
+        1000.0,
+        1,
+    )
+    .await;
+    let id =
+        accepted_id(post_message(&herald.url, &key, &sms("+250788123456", "doomed")).await).await;
+    // Three attempts (delays 200 ms, 500 ms), then failed with the reason.
+    let failed = eventually(Duration::from_secs(20), || async {
+        message(&herald, &key, &id).await["status"] == "failed"
+    })
+    .await;
+    let m = message(&herald, &key, &id).await;
+    assert!(failed, "{m}");
+    assert!(m.to_string().contains("retries_exhausted"), "{m}");
+    let attempts = sim.received().iter().filter(|r| r.text == "doomed").count();
+    assert_eq!(attempts, 3, "max_attempts = 3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_receipt_is_correlated_end_to_end() {
+    let (_sim, _env, key, herald) = with_sim(
+        Behaviour {
+            early_receipt: true,
+            latency_ms: 20,
+            ..Default::default()
+        },
+        1000.0,
+        1,
+    )
+    .await;
+    let id =
+        accepted_id(post_message(&herald.url, &key, &sms("+250788123456", "fast dlr")).await).await;
+    let delivered = eventually(Duration::from_secs(20), || async {
+        message(&herald, &key, &id).await["status"] == "delivered"
+    })
+    .await;
+    assert!(delivered, "{}", message(&herald, &key, &id).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_past_its_validity_expires_without_being_sent() {
+    // The carrier is away; it comes back after the message's validity.
+    let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = spare.local_addr().unwrap();
+    drop(spare);
+    let mut env = TestEnv::new();
+    env.use_carriers(
+        &smpp_carrier("sim", addr, 1000.0, 10, 1),
+        &route("rw", &["+250"], "failover", &["sim"]),
+        &["sim"],
+    );
+    let (_, key) = env.create_tenant("acme", &["--rate", "100000"]);
+    let herald = env.start();
+    let mut body = sms("+250788123456", "too late");
+    body["validity_seconds"] = 60.into();
+    let id = accepted_id(post_message(&herald.url, &key, &body).await).await;
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    let sim = herald_carriers::smpp::SmscSim::start(herald_carriers::smpp::SmscConfig {
+        smpp_addr: addr,
+        credentials: vec![("herald".into(), "secret".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let expired = eventually(Duration::from_secs(30), || async {
+        message(&herald, &key, &id).await["status"] == "expired"
+    })
+    .await;
+    assert!(expired, "{}", message(&herald, &key, &id).await);
+    assert_eq!(counts(&sim, "too late").len(), 0, "never sent");
+}
