@@ -326,6 +326,21 @@ async fn an_early_receipt_is_kept_and_matched_when_its_reference_lands() {
     assert_eq!(listed[0].carrier, CARRIER);
     assert_eq!(listed[0].carrier_ref, "beef", "kept in canonical form");
     assert_eq!(listed[0].event_id, event_id(&early));
+    // The operator sees it too.
+    let admin: Value = client()
+        .get(format!(
+            "{}/v1/admin/receipts/unmatched?older_than_seconds=1",
+            herald.url
+        ))
+        .bearer_auth("test-admin-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admin["data"][0]["carrier_ref"], "beef", "{admin}");
+    assert_eq!(admin["data"][0]["event_id"], event_id(&early).as_str());
 
     publish(&broker, &[status(&tenant, &id, "sent", &["beef"])]).await;
     let m = wait_status(&herald.url, &key, &id, "delivered").await;

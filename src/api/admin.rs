@@ -8,6 +8,9 @@
 //!   supervision bring it back; only when `admin.chaos = true`.
 //! - `POST /v1/admin/routing/reload`: read the carriers and routes files
 //!   again and apply them (also done on SIGHUP).
+//! - `GET /v1/admin/receipts/unmatched?older_than_seconds=&limit=`: receipts
+//!   that matched no message for a long while (also the
+//!   `herald_receipts_unmatched` gauge).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -32,7 +35,61 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/admin/routing/reload")
             .route(web::post().to(reload))
             .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/admin/receipts/unmatched")
+            .route(web::get().to(unmatched))
+            .default_service(web::to(super::method_not_allowed)),
     );
+}
+
+async fn unmatched(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let mut older_than = state.config.projector.unmatched_after_seconds;
+    let mut limit: i64 = 100;
+    for (name, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+        let bad = |m: &str| {
+            ApiError::bad_request("invalid_parameter", m.to_owned()).with_field(name.to_string())
+        };
+        match name.as_ref() {
+            "older_than_seconds" => {
+                older_than = value
+                    .parse()
+                    .map_err(|_| bad("older_than_seconds must be a number of seconds"))?
+            }
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| bad("limit must be between 1 and 1000"))?
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "unknown_parameter",
+                    format!("unknown query parameter `{other}`"),
+                )
+                .with_field(other.to_owned()))
+            }
+        }
+    }
+    let parked = state
+        .store
+        .unmatched_receipt_list(std::time::Duration::from_secs(older_than), limit)
+        .await?;
+    let data: Vec<serde_json::Value> = parked
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "event_id": p.event_id,
+                "carrier": p.carrier,
+                "carrier_ref": p.carrier_ref,
+                "receipt": p.payload,
+                "received_at": p.received_at,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
 }
 
 /// Read the carriers and routes files again, apply them to the actor tree
