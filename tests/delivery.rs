@@ -17,7 +17,7 @@ const ADMIN: &str = "test-admin-token";
 async fn send_many(herald: &Herald, key: &str, tag: &str, n: usize, to: &str) -> Vec<String> {
     let http = client();
     let mut ids = Vec::with_capacity(n);
-    let concurrency = 128;
+    let concurrency = 64;
     let mut i = 0;
     while i < n {
         let batch: Vec<_> = (i..(i + concurrency).min(n))

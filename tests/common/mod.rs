@@ -305,15 +305,27 @@ pub fn sms(to: &str, body: &str) -> serde_json::Value {
     serde_json::json!({"channel": "sms", "to": to, "from": "HERALD", "body": body})
 }
 
-/// `POST /v1/messages` with a tenant key.
+/// `POST /v1/messages` with a tenant key, as a careful client does it: with
+/// an `Idempotency-Key`, retrying (same key) when the server says to come
+/// back later (503, 408), which a machine busy with other tests can cause.
 pub async fn post_message(url: &str, key: &str, body: &serde_json::Value) -> reqwest::Response {
-    client()
-        .post(format!("{url}/v1/messages"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    let idempotency = uuid::Uuid::new_v4().to_string();
+    let mut attempt = 0;
+    loop {
+        let res = client()
+            .post(format!("{url}/v1/messages"))
+            .bearer_auth(key)
+            .header("idempotency-key", &idempotency)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        attempt += 1;
+        if !matches!(res.status().as_u16(), 503 | 408) || attempt == 5 {
+            return res;
+        }
+        tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+    }
 }
 
 /// The id of an accepted message (asserts 202).
