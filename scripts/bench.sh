@@ -165,8 +165,8 @@ def med(xs):
     m = statistics.median(xs)
     return f"{m:.1f} ({min(xs):.1f}-{max(xs):.1f})" if len(xs) > 1 else f"{m:.1f}"
 print(f"\nresults in {out}; median (min-max) over runs")
-cols = ["accepted/s", "accept p50", "accept p99", "accept p99.9", "->delivered p50", "->delivered p99", "lost", "dup webhooks", "dup submits", "errors", "herald CPU s", "RSS MB"]
-print(f"{'scenario':<10}" + "".join(f"{c:>20}" for c in cols))
+cols = ["accepted/s", "end-to-end/s", "accept p50", "accept p99", "accept p99.9", "->delivered p50", "->delivered p99", "lost", "dup webhooks", "dup submits", "errors", "herald CPU s", "RSS MB"]
+print(f"{'scenario':<10}" + "".join(f" {c:>21}" for c in cols))
 for s in scenarios:
     runs = sorted(glob.glob(f"{out}/{s}-[0-9]*.json"))
     runs = [r for r in runs if not r.endswith(".proc.json")]
@@ -175,6 +175,7 @@ for s in scenarios:
     ps = [json.load(open(r.replace(".json", ".proc.json"))) for r in runs if os.path.exists(r.replace(".json", ".proc.json"))]
     vals = [
         med([r["accepted_per_s"] for r in rs]),
+        med([r["delivered"] / (r["duration_s"] + r["drain_s"]) for r in rs]),
         med([r["accept_latency_ms"]["p50"] for r in rs]),
         med([r["accept_latency_ms"]["p99"] for r in rs]),
         med([r["accept_latency_ms"]["p999"] for r in rs]),
@@ -187,6 +188,7 @@ for s in scenarios:
         med([p["herald_cpu_s"] for p in ps]),
         med([p["herald_rss_kb"] / 1024 for p in ps]),
     ]
-    print(f"{s:<10}" + "".join(f"{v:>20}" for v in vals))
-print("(flood: figures of the quiet 5/s tenant; the loud tenant's table is in flood-loud-<run>.txt)")
+    print(f"{s:<10}" + "".join(f" {v:>21}" for v in vals))
+print("(end-to-end/s: delivered / (sending + drain time), every delivery receipted and")
+print(" webhooked; flood: figures of the quiet 5/s tenant; the loud tenant's table is in flood-loud-<run>.txt)")
 PY
