@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use std::sync::LazyLock;
+
+use tokio::sync::OnceCell;
 
 use crate::config::RedisConfig;
 
@@ -104,14 +106,24 @@ end
 return 0
 ";
 
+/// Scripts are hashed once; Redis runs them by SHA (EVALSHA).
+static GCRA_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA));
+static LEASE_ACQUIRE_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(LEASE_ACQUIRE));
+static LEASE_RENEW_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(LEASE_RENEW));
+static LEASE_RELEASE_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(LEASE_RELEASE));
+
 /// A handle on Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct Kv {
     client: redis::Client,
-    conn: std::sync::Arc<Mutex<Option<ConnectionManager>>>,
+    /// Opened on first use (Redis may be away at start), then shared: the
+    /// manager reconnects by itself, so no lock is taken per command.
+    conn: std::sync::Arc<OnceCell<ConnectionManager>>,
     prefix: String,
     timeout: Duration,
-    gcra: std::sync::Arc<redis::Script>,
 }
 
 impl Kv {
@@ -121,7 +133,6 @@ impl Kv {
             conn: Default::default(),
             prefix: config.prefix.clone(),
             timeout: Duration::from_millis(config.timeout_ms),
-            gcra: std::sync::Arc::new(redis::Script::new(GCRA)),
         })
     }
 
@@ -135,22 +146,22 @@ impl Kv {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, KvError> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let c = tokio::time::timeout(
-            self.timeout * 2,
-            self.client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| KvError::Unavailable("connect timed out".into()))??;
-        *guard = Some(c.clone());
-        Ok(c)
+        self.conn
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1);
+                tokio::time::timeout(
+                    self.timeout * 2,
+                    self.client.get_connection_manager_with_config(config),
+                )
+                .await
+                .map_err(|_| KvError::Unavailable("connect timed out".into()))?
+                .map_err(KvError::from)
+            })
+            .await
+            .cloned()
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, KvError> {
@@ -183,7 +194,7 @@ impl Kv {
         let interval = 1000.0 / rate.max(0.001);
         let burst = burst.max(1.0);
         let mut c = self.conn().await?;
-        let mut invocation = self.gcra.key(key);
+        let mut invocation = GCRA_SCRIPT.key(key);
         invocation.arg(interval).arg(burst);
         let (allowed, remaining, reset, retry): (i64, i64, i64, i64) =
             tokio::time::timeout(self.timeout, invocation.invoke_async(&mut c))
@@ -235,13 +246,12 @@ impl Kv {
 
     async fn lease_script(
         &self,
-        script: &str,
+        script: &redis::Script,
         key: &str,
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, KvError> {
         let mut c = self.conn().await?;
-        let script = redis::Script::new(script);
         let mut invocation = script.key(self.key(&[key]));
         invocation.arg(holder).arg(ttl.as_millis() as u64);
         let taken: i64 = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut c))
@@ -334,20 +344,20 @@ impl Kv {
 #[async_trait::async_trait]
 impl herald_actors::lease::Leases for Kv {
     async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, String> {
-        self.lease_script(LEASE_ACQUIRE, key, holder, ttl)
+        self.lease_script(&LEASE_ACQUIRE_SCRIPT, key, holder, ttl)
             .await
             .map_err(|e| e.to_string())
     }
 
     async fn renew(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, String> {
-        self.lease_script(LEASE_RENEW, key, holder, ttl)
+        self.lease_script(&LEASE_RENEW_SCRIPT, key, holder, ttl)
             .await
             .map_err(|e| e.to_string())
     }
 
     async fn release(&self, key: &str, holder: &str) {
         let _ = self
-            .lease_script(LEASE_RELEASE, key, holder, Duration::from_millis(1))
+            .lease_script(&LEASE_RELEASE_SCRIPT, key, holder, Duration::from_millis(1))
             .await;
     }
 }

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use herald_actors::broker::{shard_of, Broker, Outgoing, Topology};
-use herald_actors::payload::{IngressTask, Priority};
+use herald_actors::events;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::message::MessageRecord;
@@ -170,20 +170,12 @@ async fn sweep_once(store: &Store, broker: &Broker, config: &RelayConfig) {
 }
 
 fn to_outgoing(topology: &Topology, messages: &[MessageRecord]) -> Vec<Outgoing> {
+    let exchange = topology.ingress_exchange();
     messages
         .iter()
         .map(|m| {
             let shard = shard_of(m.tenant_id.as_str(), topology.shards());
-            let task = IngressTask::SubmitV1(m.envelope());
-            Outgoing {
-                exchange: topology.ingress_exchange(),
-                routing_key: Topology::ingress_key(shard),
-                body: serde_json::to_vec(&task).expect("envelopes always serialise"),
-                priority: match m.priority {
-                    Priority::High => 5,
-                    Priority::Normal => 0,
-                },
-            }
+            events::to_ingress(exchange.clone(), Topology::ingress_key(shard), m.envelope())
         })
         .collect()
 }

@@ -52,12 +52,8 @@ pub fn hash_api_key(key: &str) -> String {
 pub fn parse_channels(list: &str) -> Result<Vec<Channel>, String> {
     let mut out = Vec::new();
     for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let channel = match part {
-            "sms" => Channel::Sms,
-            "whatsapp" => Channel::Whatsapp,
-            "voice" => Channel::Voice,
-            other => return Err(format!("unknown channel `{other}` (sms, whatsapp, voice)")),
-        };
+        let channel = Channel::parse(part)
+            .ok_or_else(|| format!("unknown channel `{part}` (sms, whatsapp, voice)"))?;
         if !out.contains(&channel) {
             out.push(channel);
         }

@@ -2,45 +2,15 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::carriers::{route, smpp_carrier, smsc};
+use common::carriers::{received, route, smpp_carrier, smsc};
 use common::proxy::Proxy;
-use common::{client, eventually, sms, Herald, TestEnv};
+use common::{admin_tree, carrier_bound, client, eventually, sms, Herald, TestEnv};
 use herald_carriers::smpp::{Behaviour, SmscHandle};
 use serde_json::Value;
-
-const ADMIN: &str = "test-admin-token";
-
-async fn bound_here(herald: &Herald) -> bool {
-    let tree: Value = match client()
-        .get(format!("{}/v1/admin/actors", herald.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-    {
-        Ok(r) => r.json().await.unwrap_or(Value::Null),
-        Err(_) => return false,
-    };
-    tree["carriers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["bound"] == true)
-}
-
-fn texts(sim: &SmscHandle, tag: &str) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for r in sim.received() {
-        if r.text.starts_with(tag) && r.status == 0 {
-            *counts.entry(r.text.clone()).or_insert(0) += 1;
-        }
-    }
-    counts
-}
 
 /// Send `n` messages through `url`, `concurrency` at a time; returns the
 /// accepted ids. Stops at the first connection error (the node died).
@@ -102,7 +72,7 @@ async fn two_nodes_never_hold_one_bind_twice_and_a_dead_holder_hands_it_over() {
     let mut a = env.start();
     let mut b = env.start();
     let either = eventually(Duration::from_secs(15), || async {
-        bound_here(&a).await || bound_here(&b).await
+        carrier_bound(&a.url, None).await || carrier_bound(&b.url, None).await
     })
     .await;
     assert!(either, "one node binds");
@@ -128,19 +98,22 @@ async fn two_nodes_never_hold_one_bind_twice_and_a_dead_holder_hands_it_over() {
     assert_eq!(first.len(), 200);
     assert!(
         eventually(Duration::from_secs(20), || async {
-            texts(&sim, "two").len() == 200
+            received(&sim, "two").len() == 200
         })
         .await,
         "messages sent through either node go out"
     );
 
     // Kill the holder; the other takes the bind within the lease time.
-    let a_holds = bound_here(&a).await;
+    let a_holds = carrier_bound(&a.url, None).await;
     let (holder, survivor) = if a_holds { (&mut a, &b) } else { (&mut b, &a) };
     let started = Instant::now();
     holder.child.kill().unwrap();
     let _ = holder.child.wait();
-    let moved = eventually(Duration::from_secs(15), || bound_here(survivor)).await;
+    let moved = eventually(Duration::from_secs(15), || {
+        carrier_bound(&survivor.url, None)
+    })
+    .await;
     assert!(
         moved,
         "the surviving node took the bind; log:\n{}",
@@ -151,7 +124,7 @@ async fn two_nodes_never_hold_one_bind_twice_and_a_dead_holder_hands_it_over() {
     assert_eq!(after.len(), 100);
     assert!(
         eventually(Duration::from_secs(20), || async {
-            texts(&sim, "after").len() == 100
+            received(&sim, "after").len() == 100
         })
         .await,
         "messages flow through the new holder"
@@ -178,12 +151,12 @@ async fn kill_9_mid_flow_then_start_every_accepted_message_reaches_a_final_state
     one_carrier(&mut env, &sim, 400.0);
     let (_, key) = env.create_tenant("acme", &["--rate", "100000"]);
     let herald = env.start();
-    assert!(eventually(Duration::from_secs(10), || bound_here(&herald)).await);
+    assert!(eventually(Duration::from_secs(10), || carrier_bound(&herald.url, None)).await);
 
     let loading = tokio::spawn(load(herald.url.clone(), key.clone(), "k9", 1500));
     // Mid-flow: the carrier has seen some, far from all.
     let flowing = eventually(Duration::from_secs(60), || async {
-        texts(&sim, "k9").len() >= 150
+        received(&sim, "k9").len() >= 150
     })
     .await;
     assert!(flowing, "load reached the carrier");
@@ -229,7 +202,7 @@ async fn kill_9_mid_flow_then_start_every_accepted_message_reaches_a_final_state
         "every accepted message reaches a final state: {statuses:?}; log:\n{}",
         again.log()
     );
-    let counts = texts(&sim, "k9");
+    let counts = received(&sim, "k9");
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
     eprintln!(
         "accepted {}, at the carrier {} distinct, {duplicates} duplicates; statuses {statuses:?}",
@@ -257,7 +230,7 @@ async fn a_rabbitmq_cut_during_flow_loses_nothing() {
             format!("amqp://guest:guest@{}/%2f", proxy.addr),
         )],
     );
-    assert!(eventually(Duration::from_secs(10), || bound_here(&herald)).await);
+    assert!(eventually(Duration::from_secs(10), || carrier_bound(&herald.url, None)).await);
     let loading = tokio::spawn(load(herald.url.clone(), key.clone(), "cut", 900));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.cut();
@@ -266,24 +239,16 @@ async fn a_rabbitmq_cut_during_flow_loses_nothing() {
     let accepted = loading.await.unwrap();
     assert_eq!(accepted.len(), 900, "accepting never needed RabbitMQ");
     let all = eventually(Duration::from_secs(60), || async {
-        texts(&sim, "cut").len() == 900
+        received(&sim, "cut").len() == 900
     })
     .await;
-    let tree: Value = client()
-        .get(format!("{}/v1/admin/actors", herald.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tree = admin_tree(&herald.url).await;
     assert!(
         all,
         "{} of 900 reached the carrier after the cut; tree {tree}; log:\n{}",
-        texts(&sim, "cut").len(),
+        received(&sim, "cut").len(),
         herald.log()
     );
-    let duplicates: usize = texts(&sim, "cut").values().map(|n| n - 1).sum();
+    let duplicates: usize = received(&sim, "cut").values().map(|n| n - 1).sum();
     eprintln!("RabbitMQ cut for 2 s mid-flow: 900 of 900 delivered, {duplicates} duplicates");
 }

@@ -150,13 +150,7 @@ async fn postgres_unreachable_answers_503_then_recovers() {
     })
     .await;
     assert!(recovered, "accepting again once PostgreSQL is back");
-    let count: i64 = env
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count = common::count(&env, "SELECT count(*) FROM messages").await;
     assert_eq!(count, 2, "the refused request stored nothing");
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::carriers::{route, smpp_carrier, smsc};
-use common::{client, eventually, sms, TestEnv};
+use common::{accepted_id, client, eventually, post_message, sms, TestEnv};
 use futures::StreamExt;
 use herald_carriers::smpp::Behaviour;
 use serde_json::{json, Value};
@@ -64,18 +64,8 @@ async fn an_sms_delivered_by_the_simulator_reaches_webhook_and_stream() {
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let res = client()
-        .post(format!("{}/v1/messages", herald.url))
-        .bearer_auth(&key)
-        .json(&sms("+250788123456", "Muraho"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    let id = res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id =
+        accepted_id(post_message(&herald.url, &key, &sms("+250788123456", "Muraho")).await).await;
 
     // The stream: every event up to the final one, in seq order.
     let mut streamed = Vec::new();

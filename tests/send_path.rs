@@ -79,15 +79,7 @@ async fn a_sent_message_is_stored_then_queued_once() {
     assert_eq!(queued[0]["content"]["body"], "Muraho from Kigali");
 
     // GET shows the message with its timeline.
-    let got: Value = client()
-        .get(format!("{}{location}", herald.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = common::get_json(&format!("{}{location}", herald.url), &key).await;
     assert_eq!(got["id"], id.as_str());
     assert_eq!(got["body"], "Muraho from Kigali");
     assert_eq!(got["events"][0]["status"], "queued");
@@ -228,13 +220,7 @@ async fn idempotency_key_replays_and_conflicts() {
     }
     assert_eq!(ids.len(), 1, "one message for one key");
 
-    let count: i64 = env
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count = common::count(&env, "SELECT count(*) FROM messages").await;
     assert_eq!(count, 2, "order-1 and order-2, nothing else");
 }
 
@@ -269,13 +255,7 @@ async fn missing_or_wrong_keys_are_401_and_store_nothing() {
     }
     let res = client().get(format!("{url}?limit=1")).send().await.unwrap();
     assert_eq!(res.status(), 401);
-    let count: i64 = env
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count = common::count(&env, "SELECT count(*) FROM messages").await;
     assert_eq!(count, 0);
 }
 
@@ -298,15 +278,7 @@ async fn tenants_see_only_their_own_messages() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
-    let list: Value = client()
-        .get(format!("{}/v1/messages", herald.url))
-        .bearer_auth(&key_b)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = common::get_json(&format!("{}/v1/messages", herald.url), &key_b).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
     // beta may only send SMS.
     let res = post(
@@ -441,13 +413,7 @@ async fn the_tenant_rate_limit_answers_429_with_headers() {
     assert_eq!(res.headers()["ratelimit-remaining"], "0");
     let err: Value = res.json().await.unwrap();
     assert_eq!(err["error"]["code"], "rate_limited");
-    let count: i64 = env
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count = common::count(&env, "SELECT count(*) FROM messages").await;
     assert_eq!(count, 2, "refused requests store nothing");
 }
 

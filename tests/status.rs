@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{client, eventually, sms, TestEnv};
+use common::{accepted_id, client, eventually, post_message, sms, TestEnv};
 use herald_actors::broker::{Broker, Outgoing};
 use herald_actors::payload::{new_event_id, EventTask, ReceiptEvent, StatusEvent};
 use herald_actors::{MessageId, TenantId};
@@ -19,16 +19,7 @@ use serde_json::Value;
 const CARRIER: &str = "smsc-kigali";
 
 async fn send(url: &str, key: &str, body: &str) -> String {
-    let res = client()
-        .post(format!("{url}/v1/messages"))
-        .bearer_auth(key)
-        .json(&sms("+250788123456", body))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    let v: Value = res.json().await.unwrap();
-    v["id"].as_str().unwrap().to_owned()
+    accepted_id(post_message(url, key, &sms("+250788123456", body)).await).await
 }
 
 fn status(tenant: &str, id: &str, status: &str, refs: &[&str]) -> EventTask {
@@ -104,19 +95,31 @@ async fn message(url: &str, key: &str, id: &str) -> Value {
         .unwrap()
 }
 
+/// Whether `count_sql` (a `SELECT count(*) …` with `params`) comes to `want`
+/// within `secs` seconds.
+async fn counts(
+    db: &tokio_postgres::Client,
+    count_sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    want: i64,
+    secs: u64,
+) -> bool {
+    eventually(Duration::from_secs(secs), || async {
+        let n: i64 = db.query_one(count_sql, params).await.unwrap().get(0);
+        n == want
+    })
+    .await
+}
+
 /// Wait until every one of these event ids is in the log.
 async fn wait_logged(db: &tokio_postgres::Client, ids: &[String]) {
-    let ok = eventually(Duration::from_secs(20), || async {
-        let n: i64 = db
-            .query_one(
-                "SELECT count(*) FROM message_events WHERE event_id = ANY($1)",
-                &[&ids],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        n as usize == ids.len()
-    })
+    let ok = counts(
+        db,
+        "SELECT count(*) FROM message_events WHERE event_id = ANY($1)",
+        &[&ids],
+        ids.len() as i64,
+        20,
+    )
     .await;
     assert!(ok, "events were not all logged: {ids:?}");
 }
@@ -138,15 +141,9 @@ async fn wait_status(url: &str, key: &str, id: &str, want: &str) -> Value {
 
 /// A counter or gauge from /metrics (0 when not yet exported).
 async fn metric(url: &str, name: &str) -> f64 {
-    let text = client()
-        .get(format!("{url}/metrics"))
-        .send()
+    common::metrics(url)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once(' '))
         .filter(|(n, _)| *n == name)
@@ -303,14 +300,7 @@ async fn an_early_receipt_is_kept_and_matched_when_its_reference_lands() {
 
     let early = receipt("0000BEEF", ReceiptState::Delivered);
     publish(&broker, std::slice::from_ref(&early)).await;
-    let parked = eventually(Duration::from_secs(20), || async {
-        db.query_one("SELECT count(*) FROM pending_receipts", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
-    })
-    .await;
+    let parked = counts(&db, "SELECT count(*) FROM pending_receipts", &[], 1, 20).await;
     assert!(parked, "the early receipt was not parked");
     // The test profile counts receipts parked for more than a second.
     let counted = eventually(Duration::from_secs(20), || async {
@@ -388,16 +378,13 @@ async fn a_multipart_sms_follows_its_parts() {
         publish(&broker, &[receipt(r, s)]).await;
     }
     let db = env.db().await;
-    let partway = eventually(Duration::from_secs(20), || async {
-        db.query_one(
-            "SELECT count(*) FROM message_parts WHERE state IS NOT NULL",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-            == 4
-    })
+    let partway = counts(
+        &db,
+        "SELECT count(*) FROM message_parts WHERE state IS NOT NULL",
+        &[],
+        4,
+        20,
+    )
     .await;
     assert!(partway);
     assert_eq!(message(&herald.url, &key, &bad).await["status"], "sent");
@@ -525,16 +512,13 @@ async fn the_event_feed_pages_in_cursor_order_with_no_gap_and_no_duplicate() {
     writer.await.unwrap();
     eprintln!("{} events read while writing", seen.len());
     // 60 messages: queued + sending + sent + delivered each.
-    let settled = eventually(Duration::from_secs(20), || async {
-        db.query_one(
-            "SELECT count(*) FROM message_events WHERE tenant_id = $1",
-            &[&tenant],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-            == 240
-    })
+    let settled = counts(
+        &db,
+        "SELECT count(*) FROM message_events WHERE tenant_id = $1",
+        &[&tenant],
+        240,
+        20,
+    )
     .await;
     assert!(settled, "not every event was projected");
     loop {
@@ -636,16 +620,13 @@ async fn a_thousand_events_take_few_transactions_and_poison_does_not_block() {
     assert_eq!(events.len(), 1000);
     publish(&broker, &events).await;
 
-    let all_logged = eventually(Duration::from_secs(60), || async {
-        db.query_one(
-            "SELECT count(*) FROM message_events WHERE tenant_id = $1",
-            &[&tenant],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-            == 1000
-    })
+    let all_logged = counts(
+        &db,
+        "SELECT count(*) FROM message_events WHERE tenant_id = $1",
+        &[&tenant],
+        1000,
+        60,
+    )
     .await;
     assert!(all_logged, "200 queued + 800 projected entries expected");
     let delivered: i64 = db
@@ -797,16 +778,13 @@ async fn sigterm_mid_stream_loses_nothing_and_applies_nothing_twice() {
     eprintln!("{before} of 300 events applied before SIGTERM");
 
     let _herald = env.start();
-    let done = eventually(Duration::from_secs(30), || async {
-        db.query_one(
-            "SELECT count(*) FROM messages WHERE tenant_id = $1 AND status = 'delivered'",
-            &[&tenant],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-            == 100
-    })
+    let done = counts(
+        &db,
+        "SELECT count(*) FROM messages WHERE tenant_id = $1 AND status = 'delivered'",
+        &[&tenant],
+        100,
+        30,
+    )
     .await;
     assert!(done, "not every message was delivered after the restart");
     let row = db

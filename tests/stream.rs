@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{client, sms, TestEnv};
+use common::{accepted_id, client, post_message, sms, TestEnv};
 use futures::{SinkExt, StreamExt};
 use herald_actors::broker::{Broker, Outgoing};
 use herald_actors::payload::{new_event_id, EventTask, StatusEvent};
@@ -20,18 +20,7 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn send(url: &str, key: &str) -> String {
-    let res = client()
-        .post(format!("{url}/v1/messages"))
-        .bearer_auth(key)
-        .json(&sms("+250788123456", "Muraho"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    accepted_id(post_message(url, key, &sms("+250788123456", "Muraho")).await).await
 }
 
 fn status(tenant: &str, id: &str, status: &str) -> EventTask {

@@ -516,13 +516,7 @@ async fn every_bad_input_is_a_clear_4xx_and_stores_nothing() {
         .unwrap();
     assert_eq!(res.status(), 400);
 
-    let count: i64 = env
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count = common::count(&env, "SELECT count(*) FROM messages").await;
     assert_eq!(count, 0, "nothing stored for refused requests");
     assert_eq!(env.ingress_depth().await, 0, "nothing queued");
     let log = herald.log();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::receiver::{self, verify, Receiver};
-use common::{client, eventually, sms, TestEnv};
+use common::{accepted_id, client, eventually, post_message, sms, TestEnv};
 use herald_actors::broker::{Broker, Outgoing};
 use herald_actors::payload::{new_event_id, EventTask, StatusEvent};
 use herald_actors::{MessageId, TenantId};
@@ -18,18 +18,7 @@ use serde_json::{json, Value};
 const CARRIER: &str = "smsc-kigali";
 
 async fn send(url: &str, key: &str, body: Value) -> String {
-    let res = client()
-        .post(format!("{url}/v1/messages"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    accepted_id(post_message(url, key, &body).await).await
 }
 
 fn status(tenant: &str, id: &str, status: &str) -> EventTask {

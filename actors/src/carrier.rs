@@ -367,6 +367,7 @@ impl CarrierConnection {
                     vec![events::status(
                         self.broker.topology(),
                         &delivery.envelope,
+                        delivery.attempt,
                         "expired",
                         Some(self.id()),
                         vec![],
@@ -418,6 +419,7 @@ impl CarrierConnection {
         let sending = events::status(
             self.broker.topology(),
             &delivery.envelope,
+            delivery.attempt,
             "sending",
             Some(self.id()),
             vec![],
@@ -449,6 +451,7 @@ impl CarrierConnection {
                     let sent = events::status(
                         act.broker.topology(),
                         &delivery.envelope,
+                        delivery.attempt,
                         "sent",
                         Some(act.id()),
                         refs,
@@ -519,6 +522,7 @@ impl CarrierConnection {
                 let event = events::status(
                     &topology,
                     &delivery.envelope,
+                    delivery.attempt,
                     "sent",
                     Some(&id),
                     refs.clone(),
@@ -559,6 +563,7 @@ impl CarrierConnection {
                     let event = events::status(
                         &topology,
                         &delivery.envelope,
+                        delivery.attempt,
                         "failed",
                         Some(&id),
                         vec![],
@@ -568,8 +573,8 @@ impl CarrierConnection {
                     self.finish_counted(incoming, vec![event], "failed", msg, None, ctx);
                 } else {
                     let tier = policy.tier(delivery.attempt);
-                    let retry = events::to_retry(&topology, &id, tier, &delivery);
                     let msg = delivery.envelope.id.to_string();
+                    let retry = events::to_retry(&topology, &id, tier, delivery);
                     self.finish_counted(incoming, vec![retry], "retry", msg, None, ctx);
                 }
             }
@@ -578,6 +583,7 @@ impl CarrierConnection {
                 let event = events::status(
                     &topology,
                     &delivery.envelope,
+                    delivery.attempt,
                     "failed",
                     Some(&id),
                     vec![],
@@ -643,15 +649,9 @@ async fn settle(
     out: Vec<Outgoing>,
     status: &'static str,
 ) {
-    match broker.publish_confirmed(&out).await {
-        Ok(()) => {
-            let _ = incoming.ack().await;
-            telemetry::message_outcome(&carrier, status);
-        }
-        Err(e) => {
-            telemetry::publish_failed("carrier outcome", &e);
-            let _ = incoming.requeue().await;
-        }
+    match incoming.hand_over(&broker, &out).await {
+        Ok(()) => telemetry::message_outcome(&carrier, status),
+        Err(e) => telemetry::publish_failed("carrier outcome", &e),
     }
 }
 

@@ -1,15 +1,38 @@
 //! Building the payloads actors publish: status events on `herald.events`,
 //! carrier tasks on `herald.carrier` and `herald.retry`, poison messages on
-//! `herald.dead`. Publishing goes through the broker handle.
+//! `herald.dead`; and [`hand_over`], the one way an actor moves a delivery
+//! on (publish, then acknowledge).
+//!
+//! A status event's id is derived from the message, the status and the
+//! delivery attempt, so a redelivered message that announces the same step
+//! again (after a crash, a lost acknowledgement, a re-publish) produces the
+//! same event, which the projector applies once.
 
 use chrono::Utc;
 use herald_carriers::CarrierError;
 
-use crate::broker::{Outgoing, Topology};
+use crate::broker::{Broker, Incoming, Outgoing, Topology};
 use crate::payload::{
     new_event_id, CarrierTask, Delivery, EventError, EventTask, MessageEnvelope, Priority,
     ReceiptEvent, StatusEvent,
 };
+use crate::telemetry;
+
+/// Hand a delivery over (publish `out`, then acknowledge; on failure give it
+/// back), apart from the actor so a restart does not cut it short.
+pub fn hand_over(broker: &Broker, incoming: Incoming, out: Vec<Outgoing>, what: &'static str) {
+    let broker = broker.clone();
+    actix::spawn(async move {
+        if let Err(e) = incoming.hand_over(&broker, &out).await {
+            telemetry::publish_failed(what, &e);
+        }
+    });
+}
+
+/// The id of a message's status event at one delivery attempt.
+pub fn status_event_id(envelope: &MessageEnvelope, status: &str, attempt: u32) -> String {
+    format!("evt_{}.{status}.{attempt}", envelope.id)
+}
 
 fn priority(envelope: &MessageEnvelope) -> u8 {
     match envelope.priority {
@@ -22,17 +45,18 @@ fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("payloads always serialise")
 }
 
-/// A status event for a message.
+/// A status event for a message at delivery attempt `attempt`.
 pub fn status(
     topology: &Topology,
     envelope: &MessageEnvelope,
+    attempt: u32,
     status: &str,
     carrier: Option<&str>,
     carrier_refs: Vec<String>,
     error: Option<EventError>,
 ) -> Outgoing {
     let event = EventTask::StatusV1(StatusEvent {
-        event_id: new_event_id(),
+        event_id: status_event_id(envelope, status, attempt),
         message_id: envelope.id.clone(),
         tenant_id: envelope.tenant_id.clone(),
         status: status.to_owned(),
@@ -51,8 +75,19 @@ pub fn status(
 
 /// A receipt from a carrier connection, to be correlated by the projector.
 pub fn receipt(topology: &Topology, carrier: &str, receipt: herald_carriers::Receipt) -> Outgoing {
+    receipt_with_id(topology, carrier, receipt, new_event_id())
+}
+
+/// A receipt with an id of the caller's (one derived from the receipt, so a
+/// carrier re-posting it is applied once).
+pub fn receipt_with_id(
+    topology: &Topology,
+    carrier: &str,
+    receipt: herald_carriers::Receipt,
+    event_id: String,
+) -> Outgoing {
     let event = EventTask::ReceiptV1(ReceiptEvent {
-        event_id: new_event_id(),
+        event_id,
         carrier: carrier.to_owned(),
         receipt,
         received_at: Utc::now(),
@@ -66,22 +101,33 @@ pub fn receipt(topology: &Topology, carrier: &str, receipt: herald_carriers::Rec
 }
 
 /// A delivery for a carrier's queue.
-pub fn to_carrier(topology: &Topology, carrier: &str, delivery: &Delivery) -> Outgoing {
+pub fn to_carrier(topology: &Topology, carrier: &str, delivery: Delivery) -> Outgoing {
     Outgoing {
         exchange: topology.carrier_exchange(),
         routing_key: carrier.to_owned(),
-        body: json(&CarrierTask::DeliverV1(delivery.clone())),
         priority: priority(&delivery.envelope),
+        body: json(&CarrierTask::DeliverV1(delivery)),
     }
 }
 
 /// A delivery for a carrier's delay queue of `tier`.
-pub fn to_retry(topology: &Topology, carrier: &str, tier: usize, delivery: &Delivery) -> Outgoing {
+pub fn to_retry(topology: &Topology, carrier: &str, tier: usize, delivery: Delivery) -> Outgoing {
     Outgoing {
         exchange: topology.retry_exchange(),
         routing_key: Topology::retry_key(carrier, tier),
-        body: json(&CarrierTask::DeliverV1(delivery.clone())),
         priority: priority(&delivery.envelope),
+        body: json(&CarrierTask::DeliverV1(delivery)),
+    }
+}
+
+/// A message back to ingress, to the given exchange and key (the shard's
+/// overflow queue, a delay tier).
+pub fn to_ingress(exchange: String, routing_key: String, envelope: MessageEnvelope) -> Outgoing {
+    Outgoing {
+        exchange,
+        routing_key,
+        priority: priority(&envelope),
+        body: json(&crate::payload::IngressTask::SubmitV1(envelope)),
     }
 }
 

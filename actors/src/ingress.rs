@@ -95,12 +95,7 @@ impl IngressConsumer {
             Err(e) => {
                 telemetry::poison("ingress", &e.to_string());
                 let dead = events::dead(self.broker.topology(), &incoming.body, &e.to_string());
-                let broker = self.broker.clone();
-                actix::spawn(async move {
-                    if broker.publish_confirmed(&[dead]).await.is_ok() {
-                        let _ = incoming.ack().await;
-                    }
-                });
+                events::hand_over(&self.broker, incoming, vec![dead], "dead letter");
             }
         }
     }

@@ -157,14 +157,6 @@ impl RouteActor {
         }
     }
 
-    /// Messages waiting here.
-    pub fn waiting(&self) -> usize {
-        self.lines
-            .values()
-            .map(|l| l.high.len() + l.normal.len())
-            .sum()
-    }
-
     fn pump(&mut self, ctx: &mut Context<Self>) {
         while let Some(tenant) = self.turn.pop_front() {
             let Some(line) = self.lines.get_mut(&tenant) else {
@@ -224,13 +216,14 @@ impl RouteActor {
             Some(carrier) => {
                 delivery.route = self.spec.id.clone();
                 telemetry::routed(&self.spec.id, "routed");
-                events::to_carrier(topology, &carrier, &delivery)
+                events::to_carrier(topology, &carrier, delivery)
             }
             None => {
                 telemetry::routed(&self.spec.id, "no_carrier");
                 events::status(
                     topology,
                     &delivery.envelope,
+                    delivery.attempt,
                     "failed",
                     None,
                     vec![],
@@ -243,15 +236,10 @@ impl RouteActor {
         };
         let broker = self.broker.clone();
         actix::spawn(async move {
-            match broker.publish_confirmed(&[out]).await {
-                Ok(()) => {
-                    let _ = incoming.ack().await;
-                }
-                Err(e) => {
-                    telemetry::publish_failed("route", &e);
-                    let _ = incoming.requeue().await;
-                }
+            if let Err(e) = incoming.hand_over(&broker, &[out]).await {
+                telemetry::publish_failed("route", &e);
             }
+            // The tenant's share frees up once the message is on its way.
             drop(share);
         });
     }

@@ -24,9 +24,9 @@ use actix::prelude::*;
 use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::broker::{Broker, Incoming, Outgoing, Topology};
+use crate::broker::{Broker, Incoming, Topology};
 use crate::events;
-use crate::payload::{Delivery, IngressTask, MessageEnvelope, Priority};
+use crate::payload::{Delivery, MessageEnvelope, Priority};
 use crate::root::RouteTable;
 use crate::route::Dispatch;
 use crate::telemetry;
@@ -85,51 +85,26 @@ impl TenantActor {
     /// A scheduled message not yet due: park it in the longest delay tier
     /// that does not overshoot; it comes back through ingress and is looked
     /// at again (publish, then acknowledge).
-    fn delay(&self, incoming: Incoming, envelope: &MessageEnvelope, remaining_ms: u64) {
+    fn delay(&self, incoming: Incoming, envelope: MessageEnvelope, remaining_ms: u64) {
         let tier = Topology::delay_tier(remaining_ms).unwrap_or(0);
-        let task = IngressTask::SubmitV1(envelope.clone());
-        let out = Outgoing {
-            exchange: self.broker.topology().delay_exchange(tier),
-            routing_key: Topology::ingress_key(self.shard),
-            body: serde_json::to_vec(&task).expect("payloads always serialise"),
-            priority: 0,
-        };
-        let broker = self.broker.clone();
-        actix::spawn(async move {
-            match broker.publish_confirmed(&[out]).await {
-                Ok(()) => {
-                    let _ = incoming.ack().await;
-                }
-                Err(e) => {
-                    telemetry::publish_failed("schedule", &e);
-                    let _ = incoming.requeue().await;
-                }
-            }
-        });
+        let out = events::to_ingress(
+            self.broker.topology().delay_exchange(tier),
+            Topology::ingress_key(self.shard),
+            envelope,
+        );
+        events::hand_over(&self.broker, incoming, vec![out], "schedule");
     }
 
     /// Publish to the shard's overflow queue, then acknowledge.
-    fn overflow(&self, incoming: Incoming, envelope: &MessageEnvelope) {
+    fn overflow(&self, incoming: Incoming, envelope: MessageEnvelope) {
         telemetry::overflowed(self.shard);
-        let task = IngressTask::SubmitV1(envelope.clone());
-        let out = Outgoing {
-            exchange: String::new(),
-            routing_key: self.broker.topology().overflow_queue(self.shard),
-            body: serde_json::to_vec(&task).expect("payloads always serialise"),
-            priority: 0,
-        };
-        let broker = self.broker.clone();
-        actix::spawn(async move {
-            match broker.publish_confirmed(&[out]).await {
-                Ok(()) => {
-                    let _ = incoming.ack().await;
-                }
-                Err(e) => {
-                    telemetry::publish_failed("overflow", &e);
-                    let _ = incoming.requeue().await;
-                }
-            }
-        });
+        // The default exchange routes by queue name.
+        let out = events::to_ingress(
+            String::new(),
+            self.broker.topology().overflow_queue(self.shard),
+            envelope,
+        );
+        events::hand_over(&self.broker, incoming, vec![out], "overflow");
     }
 
     /// Wait (without blocking the actor) for the share to free up, then
@@ -215,23 +190,13 @@ impl TenantActor {
         let event = events::status(
             self.broker.topology(),
             envelope,
+            0,
             status,
             None,
             vec![],
             Some(events::herald_error(code, text)),
         );
-        let broker = self.broker.clone();
-        actix::spawn(async move {
-            match broker.publish_confirmed(&[event]).await {
-                Ok(()) => {
-                    let _ = incoming.ack().await;
-                }
-                Err(e) => {
-                    telemetry::publish_failed("tenant outcome", &e);
-                    let _ = incoming.requeue().await;
-                }
-            }
-        });
+        events::hand_over(&self.broker, incoming, vec![event], "tenant outcome");
     }
 }
 
@@ -269,7 +234,7 @@ impl Handler<Admit> for TenantActor {
         if let Some(at) = envelope.scheduled_at {
             let remaining = (at - Utc::now()).num_milliseconds();
             if remaining > SCHEDULE_SLACK_MS {
-                return self.delay(incoming, &envelope, remaining as u64);
+                return self.delay(incoming, envelope, remaining as u64);
             }
         }
         if envelope.priority == Priority::High {
@@ -285,7 +250,7 @@ impl Handler<Admit> for TenantActor {
             self.held.push_back((incoming, envelope));
             self.wait_for_share(ctx);
         } else {
-            self.overflow(incoming, &envelope);
+            self.overflow(incoming, envelope);
         }
     }
 }

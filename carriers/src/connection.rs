@@ -28,6 +28,13 @@ impl Channel {
             Channel::Voice => "voice",
         }
     }
+
+    /// The channel named `sms`, `whatsapp` or `voice`.
+    pub fn parse(name: &str) -> Option<Channel> {
+        [Channel::Sms, Channel::Whatsapp, Channel::Voice]
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
 }
 
 /// What is to be delivered.

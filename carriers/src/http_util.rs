@@ -1,10 +1,11 @@
 //! Plumbing shared by the HTTP-based carriers (HTTP SMS, WhatsApp, voice) and
 //! their simulators.
 //!
-//! Client side: an HTTP client with a deadline, the normalisation of transport
-//! failures and HTTP statuses into [`CarrierError`], `Retry-After` parsing, a
-//! [`HealthTracker`] each connection keeps, and HMAC-SHA256 signing and
-//! constant-time verification of callbacks.
+//! Client side: an HTTP client with a deadline, [`send`] (one request, its
+//! bounded [`Answer`]), the normalisation of transport failures and HTTP
+//! statuses into [`CarrierError`], `Retry-After` parsing, a [`HealthTracker`]
+//! each connection keeps, and HMAC-SHA256 signing and constant-time
+//! verification of callbacks.
 //!
 //! Simulator side ([`sim`]): fault injection ([`sim::Faults`]), a per-second
 //! rate cap, the statistics every simulator records ([`sim::SimStats`],
@@ -119,6 +120,80 @@ pub fn parse_timestamp(v: &serde_json::Value) -> Option<chrono::DateTime<chrono:
     chrono::DateTime::from_timestamp(secs, 0)
 }
 
+/// A string, number or bool as text; `None` for null, arrays and objects.
+pub fn json_scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Most of a carrier's answer that is read; the rest is left unread (an
+/// answer this large is not one of the JSON documents we expect).
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Characters of a carrier's answer kept in an error text.
+pub const ERROR_TEXT_CHARS: usize = 300;
+
+/// A carrier's answer to one request: status, `Retry-After` and (at most
+/// [`MAX_ANSWER_BYTES`] of) the body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The body as JSON, if it is JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The body cut down for an error text.
+    pub fn excerpt(&self) -> String {
+        truncate_text(&self.body, ERROR_TEXT_CHARS)
+    }
+
+    /// A 2xx without the carrier's id (`what` names where it should have
+    /// been). The carrier may have taken the message, so a retry could
+    /// deliver it twice: this is permanent, and keeps the answer.
+    pub fn missing_ref(&self, what: &str) -> CarrierError {
+        CarrierError::Permanent {
+            code: "no_carrier_ref".into(),
+            text: format!("no {what} in answer: {}", self.excerpt()),
+        }
+    }
+}
+
+/// Send a request and read its answer; a failure before the answer is
+/// complete is normalised by [`transport_error`].
+pub async fn send(request: reqwest::RequestBuilder) -> Result<Answer, CarrierError> {
+    let mut response = request.send().await.map_err(|e| transport_error(&e))?;
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e))? {
+        let room = MAX_ANSWER_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
 /// Cut a carrier's answer down to something safe to keep in an error text.
 pub fn truncate_text(body: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(body);
@@ -167,6 +242,18 @@ pub fn verify_hmac_sha256_hex(
     mac.update(body);
     mac.verify_slice(&provided)
         .map_err(|_| SignatureError::Mismatch)
+}
+
+/// Check a signature header holding the hex HMAC-SHA256 of `body` under
+/// `secret`, with or without a `sha256=` prefix, in constant time.
+pub fn verify_signature_header(
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?.trim();
+    let hex = header.strip_prefix("sha256=").unwrap_or(header);
+    verify_hmac_sha256_hex(secret, body, hex)
 }
 
 /// Compare two secrets without leaking where they differ.
@@ -223,6 +310,18 @@ impl HealthTracker {
             errors: self.errors.load(Ordering::Acquire),
             consecutive_errors: self.consecutive_errors.load(Ordering::Acquire),
         }
+    }
+
+    /// Run one submission under [`HealthTracker::begin`] and record its
+    /// outcome.
+    pub async fn track<T>(
+        &self,
+        submission: impl std::future::Future<Output = Result<T, CarrierError>>,
+    ) -> Result<T, CarrierError> {
+        let in_flight = self.begin()?;
+        let result = submission.await;
+        in_flight.finish(&result);
+        result
     }
 
     /// Refuse new submissions and wait until the in-flight ones are answered.
@@ -294,6 +393,7 @@ pub mod sim {
     use std::sync::{Arc, Mutex, RwLock};
     use std::time::Duration;
 
+    use actix_web::web;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     use serde::{Deserialize, Serialize};
@@ -351,33 +451,14 @@ pub mod sim {
     /// What a simulator does with one request.
     #[derive(Debug, Clone, PartialEq)]
     pub enum Decision {
-        /// Serve it normally (after `delay`, if any).
-        Accept { delay: Option<Duration> },
+        /// Serve it normally.
+        Accept,
         /// Above the rate cap: throttle, retry after this long.
-        Throttle {
-            retry_after: Duration,
-            delay: Option<Duration>,
-        },
+        Throttle { retry_after: Duration },
         /// Answer 503.
-        ServerError { delay: Option<Duration> },
+        ServerError,
         /// Answer the configured error.
-        InjectedError {
-            status: u16,
-            code: String,
-            delay: Option<Duration>,
-        },
-    }
-
-    impl Decision {
-        /// How long to wait before answering.
-        pub fn delay(&self) -> Option<Duration> {
-            match self {
-                Decision::Accept { delay }
-                | Decision::Throttle { delay, .. }
-                | Decision::ServerError { delay }
-                | Decision::InjectedError { delay, .. } => *delay,
-            }
-        }
+        InjectedError { status: u16, code: String },
     }
 
     /// What a simulator saw and did, served as JSON at `GET /stats`.
@@ -467,23 +548,22 @@ pub mod sim {
         pub fn summary(&self) -> SimStats {
             let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             SimStats {
-                received: stats.received,
-                accepted: stats.accepted,
-                throttled: stats.throttled,
-                injected_errors: stats.injected_errors,
-                server_errors: stats.server_errors,
-                rejected: stats.rejected,
-                slowed: stats.slowed,
-                callbacks_sent: stats.callbacks_sent,
-                callbacks_failed: stats.callbacks_failed,
-                callbacks_dropped: stats.callbacks_dropped,
                 messages: BTreeMap::new(),
+                ..*stats
             }
         }
 
         /// Update the statistics.
         pub fn with_stats<R>(&self, f: impl FnOnce(&mut SimStats) -> R) -> R {
             f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()))
+        }
+
+        /// Count a request refused as malformed or unauthorised.
+        pub fn count_rejected(&self) {
+            self.with_stats(|s| {
+                s.received += 1;
+                s.rejected += 1;
+            });
         }
 
         /// Record an accepted message under the id the simulator returned.
@@ -530,23 +610,22 @@ pub mod sim {
             weights.iter().rposition(|w| *w > 0.0)
         }
 
-        /// Decide the fate of one send request and count it.
-        pub fn decide(&self) -> Decision {
+        /// Decide the fate of one send request, count it, and answer only
+        /// after the slowness it is to have (if any).
+        pub async fn decide(&self) -> Decision {
             let faults = self.faults();
             let slow = faults.slow_rate > 0.0 && self.random() < faults.slow_rate;
-            let delay = slow.then(|| Duration::from_millis(faults.slow_ms));
             let decision = if let Some(retry_after) = self.over_cap(faults.rate_cap_per_sec) {
-                Decision::Throttle { retry_after, delay }
+                Decision::Throttle { retry_after }
             } else if faults.server_error_rate > 0.0 && self.random() < faults.server_error_rate {
-                Decision::ServerError { delay }
+                Decision::ServerError
             } else if faults.error_rate > 0.0 && self.random() < faults.error_rate {
                 Decision::InjectedError {
                     status: faults.error_status,
-                    code: faults.error_code.clone(),
-                    delay,
+                    code: faults.error_code,
                 }
             } else {
-                Decision::Accept { delay }
+                Decision::Accept
             };
             self.with_stats(|s| {
                 s.received += 1;
@@ -555,11 +634,14 @@ pub mod sim {
                 }
                 match decision {
                     Decision::Throttle { .. } => s.throttled += 1,
-                    Decision::ServerError { .. } => s.server_errors += 1,
+                    Decision::ServerError => s.server_errors += 1,
                     Decision::InjectedError { .. } => s.injected_errors += 1,
-                    Decision::Accept { .. } => {}
+                    Decision::Accept => {}
                 }
             });
+            if slow {
+                tokio::time::sleep(Duration::from_millis(faults.slow_ms)).await;
+            }
             decision
         }
 
@@ -596,13 +678,13 @@ pub mod sim {
         pub message_id: String,
         /// The status this callback reports, for the record.
         pub status: String,
-        /// Attempts made so far.
-        pub attempt: u32,
     }
 
     struct Queued {
         due: Instant,
         seq: u64,
+        /// Attempts made so far.
+        attempt: u32,
         job: CallbackJob,
     }
 
@@ -660,7 +742,8 @@ pub mod sim {
         };
         let mut heap: BinaryHeap<Reverse<Queued>> = BinaryHeap::new();
         let mut seq: u64 = 0;
-        let mut in_flight: JoinSet<(CallbackJob, bool)> = JoinSet::new();
+        // (job, attempts made, acknowledged)
+        let mut in_flight: JoinSet<(CallbackJob, u32, bool)> = JoinSet::new();
         let mut open = true;
         loop {
             if !open && heap.is_empty() && in_flight.is_empty() {
@@ -672,7 +755,7 @@ pub mod sim {
                 job = rx.recv(), if open => match job {
                     Some(job) => {
                         seq += 1;
-                        heap.push(Reverse(Queued { due: job.due, seq, job }));
+                        heap.push(Reverse(Queued { due: job.due, seq, attempt: 0, job }));
                     }
                     None => open = false,
                 },
@@ -683,11 +766,11 @@ pub mod sim {
                     {
                         let Some(Reverse(queued)) = heap.pop() else { break };
                         let client = client.clone();
-                        in_flight.spawn(post_callback(client, queued.job));
+                        in_flight.spawn(post_callback(client, queued.job, queued.attempt + 1));
                     }
                 },
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    let Ok((job, ok)) = done else { continue };
+                    let Ok((job, attempt, ok)) = done else { continue };
                     if ok {
                         core.with_stats(|s| {
                             s.callbacks_sent += 1;
@@ -695,11 +778,10 @@ pub mod sim {
                                 record.callbacks.push(job.status.clone());
                             }
                         });
-                    } else if job.attempt < CALLBACK_ATTEMPTS {
-                        let mut job = job;
-                        job.due = Instant::now() + Duration::from_millis(250 << job.attempt);
+                    } else if attempt < CALLBACK_ATTEMPTS {
+                        let due = Instant::now() + Duration::from_millis(250 << attempt);
                         seq += 1;
-                        heap.push(Reverse(Queued { due: job.due, seq, job }));
+                        heap.push(Reverse(Queued { due, seq, attempt, job }));
                     } else {
                         core.with_stats(|s| s.callbacks_failed += 1);
                     }
@@ -708,8 +790,11 @@ pub mod sim {
         }
     }
 
-    async fn post_callback(client: reqwest::Client, mut job: CallbackJob) -> (CallbackJob, bool) {
-        job.attempt += 1;
+    async fn post_callback(
+        client: reqwest::Client,
+        job: CallbackJob,
+        attempt: u32,
+    ) -> (CallbackJob, u32, bool) {
         let mut request = client
             .post(&job.url)
             .header(reqwest::header::CONTENT_TYPE, job.content_type)
@@ -724,7 +809,7 @@ pub mod sim {
                 false
             }
         };
-        (job, ok)
+        (job, attempt, ok)
     }
 
     /// A running simulator. Dropping it does not stop the server: call
@@ -739,21 +824,43 @@ pub mod sim {
     }
 
     impl SimHandle {
-        /// Assemble a handle; the simulators call this after binding.
-        pub fn new(
-            addr: SocketAddr,
+        /// Serve a simulator on `bind` with `workers` threads: its own
+        /// `routes` (which also register its state), the
+        /// [`control_routes`] over `core`, and request bodies of at most
+        /// `body_limit` octets. `queue_task` is its [`CallbackQueue`]'s task,
+        /// stopped with the server.
+        pub fn serve<F>(
+            bind: SocketAddr,
+            workers: usize,
+            body_limit: usize,
             core: Arc<SimCore>,
-            server: actix_web::dev::Server,
             queue_task: tokio::task::JoinHandle<()>,
-        ) -> Self {
-            let handle = server.handle();
-            SimHandle {
+            routes: F,
+        ) -> std::io::Result<Self>
+        where
+            F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+        {
+            let core_data = web::Data::from(core.clone());
+            let server = actix_web::HttpServer::new(move || {
+                actix_web::App::new()
+                    .app_data(core_data.clone())
+                    .app_data(web::PayloadConfig::new(body_limit))
+                    .configure(control_routes)
+                    .configure(routes.clone())
+            })
+            .workers(workers.max(1))
+            .disable_signals()
+            .shutdown_timeout(1)
+            .bind(bind)?;
+            let addr = server.addrs().first().copied().unwrap_or(bind);
+            let server = server.run();
+            Ok(SimHandle {
                 addr,
                 core,
-                server: handle,
+                server: server.handle(),
                 server_task: tokio::spawn(server),
                 queue_task,
-            }
+            })
         }
 
         /// The address the simulator listens on.
@@ -817,8 +924,7 @@ pub mod sim {
     ///   force (JSON), e.g. to start throttling in the middle of a demo.
     ///
     /// The app must hold a `web::Data<SimCore>`.
-    pub fn control_routes(cfg: &mut actix_web::web::ServiceConfig) {
-        use actix_web::web;
+    pub fn control_routes(cfg: &mut web::ServiceConfig) {
         cfg.route("/stats", web::get().to(stats_handler))
             .route("/stats/messages/{id}", web::get().to(record_handler))
             .route("/faults", web::get().to(get_faults_handler))
@@ -835,8 +941,8 @@ pub mod sim {
     }
 
     async fn stats_handler(
-        core: actix_web::web::Data<SimCore>,
-        query: actix_web::web::Query<StatsQuery>,
+        core: web::Data<SimCore>,
+        query: web::Query<StatsQuery>,
     ) -> actix_web::HttpResponse {
         let stats = if query.summary {
             core.summary()
@@ -847,8 +953,8 @@ pub mod sim {
     }
 
     async fn record_handler(
-        core: actix_web::web::Data<SimCore>,
-        id: actix_web::web::Path<String>,
+        core: web::Data<SimCore>,
+        id: web::Path<String>,
     ) -> actix_web::HttpResponse {
         match core.with_stats(|s| s.messages.get(id.as_str()).cloned()) {
             Some(record) => actix_web::HttpResponse::Ok().json(record),
@@ -857,28 +963,46 @@ pub mod sim {
         }
     }
 
-    async fn get_faults_handler(core: actix_web::web::Data<SimCore>) -> actix_web::HttpResponse {
+    async fn get_faults_handler(core: web::Data<SimCore>) -> actix_web::HttpResponse {
         actix_web::HttpResponse::Ok().json(core.faults())
     }
 
     async fn put_faults_handler(
-        core: actix_web::web::Data<SimCore>,
-        faults: actix_web::web::Json<Faults>,
+        core: web::Data<SimCore>,
+        faults: web::Json<Faults>,
     ) -> actix_web::HttpResponse {
         core.set_faults(faults.into_inner());
         actix_web::HttpResponse::Ok().json(core.faults())
     }
 
-    /// Sleep for a decision's delay, if any.
-    pub async fn play_delay(decision: &Decision) {
-        if let Some(delay) = decision.delay() {
-            tokio::time::sleep(delay).await;
-        }
+    /// The digits of a phone number (E.164, the `+` optional) if it has
+    /// 6 to 15 of them and nothing else.
+    pub fn phone_digits(number: &str) -> Option<&str> {
+        let digits = number.strip_prefix('+').unwrap_or(number);
+        ((6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then_some(digits)
     }
 
-    /// Milliseconds to a [`Duration`], for config fields.
-    pub fn ms(ms: u64) -> Duration {
-        Duration::from_millis(ms)
+    /// Whether the request carries `Authorization: Bearer <token>`.
+    pub fn has_bearer(req: &actix_web::HttpRequest, token: &str) -> bool {
+        req.headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            == Some(token)
+    }
+
+    /// Add `Retry-After` (whole seconds, at least one) to a throttle.
+    pub fn with_retry_after(
+        mut answer: actix_web::HttpResponse,
+        wait: Duration,
+    ) -> actix_web::HttpResponse {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        answer.headers_mut().insert(
+            actix_web::http::header::RETRY_AFTER,
+            actix_web::http::header::HeaderValue::from(secs.max(1)),
+        );
+        answer
     }
 }
 

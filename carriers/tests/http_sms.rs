@@ -1,85 +1,16 @@
 //! The HTTP SMS adapter against its simulator on a free port, with status
 //! callbacks caught by a tiny local receiver.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use common::Receiver;
 use herald_carriers::http_sms::sim::{self, Faults, HttpSmsSimConfig, SmsOutcomes};
 use herald_carriers::http_sms::HttpSmsConnection;
 use herald_carriers::{
     CarrierConnection, CarrierError, Channel, Content, ReceiptState, Submission,
 };
-
-/// One POST the receiver caught.
-#[derive(Debug, Clone)]
-struct Caught {
-    signature: Option<String>,
-    body: Vec<u8>,
-}
-
-/// A local HTTP server that records every POST it receives.
-struct Receiver {
-    url: String,
-    caught: Arc<Mutex<Vec<Caught>>>,
-    server: actix_web::dev::ServerHandle,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let caught: Arc<Mutex<Vec<Caught>>> = Arc::default();
-        let sink = caught.clone();
-        let server = HttpServer::new(move || {
-            let sink = sink.clone();
-            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let sink = sink.clone();
-                async move {
-                    let signature = req
-                        .headers()
-                        .get(sim::SIGNATURE_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    sink.lock().unwrap().push(Caught {
-                        signature,
-                        body: body.to_vec(),
-                    });
-                    HttpResponse::Ok().finish()
-                }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .unwrap();
-        let addr = server.addrs()[0];
-        let server = server.run();
-        let handle = server.handle();
-        tokio::spawn(server);
-        Receiver {
-            url: format!("http://{addr}/callbacks/http-sms"),
-            caught,
-            server: handle,
-        }
-    }
-
-    async fn wait(&self, n: usize) -> Vec<Caught> {
-        for _ in 0..500 {
-            let caught = self.caught.lock().unwrap().clone();
-            if caught.len() >= n {
-                return caught;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "expected {n} callbacks, got {:?}",
-            self.caught.lock().unwrap()
-        );
-    }
-
-    async fn stop(self) {
-        self.server.stop(false).await;
-    }
-}
 
 fn sms(to: &str, body: &str) -> Submission {
     Submission {
@@ -126,7 +57,7 @@ fn connect(sim: &sim::Handle, callback_url: Option<&str>) -> HttpSmsConnection {
 
 #[tokio::test]
 async fn submit_then_signed_callbacks_become_receipts() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start("/callbacks/http-sms", sim::SIGNATURE_HEADER).await;
     let sim = sim_with(Faults::default()).await;
     let conn = connect(&sim, Some(&receiver.url));
 
@@ -190,7 +121,7 @@ async fn submit_then_signed_callbacks_become_receipts() {
 
 #[tokio::test]
 async fn undelivered_outcome_carries_error_code() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start("/callbacks/http-sms", sim::SIGNATURE_HEADER).await;
     let sim = sim::start(HttpSmsSimConfig {
         callback_url: Some(receiver.url.clone()),
         send_sent_status: false,

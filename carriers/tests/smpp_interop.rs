@@ -73,17 +73,25 @@ fn python_with_smpp_pdu() -> Result<PathBuf, String> {
     }
 }
 
-#[tokio::test]
-async fn binds_submits_and_gets_a_receipt_from_a_python_smsc() {
-    let python = match tokio::task::spawn_blocking(python_with_smpp_pdu)
+/// [`python_with_smpp_pdu`] off the runtime; `None` (and a message saying
+/// why) when the test is to be skipped.
+async fn python_or_skip() -> Option<PathBuf> {
+    match tokio::task::spawn_blocking(python_with_smpp_pdu)
         .await
         .expect("setup task")
     {
-        Ok(p) => p,
+        Ok(python) => Some(python),
         Err(why) => {
             eprintln!("SKIPPED smpp interop test: cannot install {PACKAGES:?}: {why}");
-            return;
+            None
         }
+    }
+}
+
+#[tokio::test]
+async fn binds_submits_and_gets_a_receipt_from_a_python_smsc() {
+    let Some(python) = python_or_skip().await else {
+        return;
     };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smpp_interop_smsc.py");
     let mut child = Command::new(python)
@@ -172,28 +180,21 @@ async fn binds_submits_and_gets_a_receipt_from_a_python_smsc() {
     let gsm: Vec<&str> = submits[0].split(' ').collect();
     assert_eq!(gsm[0], "250788123456");
     assert_eq!(gsm[1], "SMSC_DEFAULT_ALPHABET");
-    assert_eq!(gsm[3], hex(b"Hello from Herald"));
+    assert_eq!(gsm[3], hex::encode(b"Hello from Herald"));
     let ucs2: Vec<&str> = submits[1].split(' ').collect();
     assert_eq!(ucs2[1], "UCS2");
     let utf16: Vec<u8> = "Muraho ✓ ж"
         .encode_utf16()
         .flat_map(u16::to_be_bytes)
         .collect();
-    assert_eq!(ucs2[3], hex(&utf16));
+    assert_eq!(ucs2[3], hex::encode(&utf16));
     let _ = child.kill().await;
 }
 
 #[tokio::test]
 async fn an_smpplib_esme_against_the_simulator() {
-    let python = match tokio::task::spawn_blocking(python_with_smpp_pdu)
-        .await
-        .expect("setup task")
-    {
-        Ok(p) => p,
-        Err(why) => {
-            eprintln!("SKIPPED smpp interop test: cannot install {PACKAGES:?}: {why}");
-            return;
-        }
+    let Some(python) = python_or_skip().await else {
+        return;
     };
     let sim = SmscSim::start(SmscConfig {
         credentials: vec![("herald".into(), "secret".into())],
@@ -267,8 +268,4 @@ async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
         .expect("the python SMSC answers in time")
         .expect("stdout readable")
         .expect("the python SMSC is running")
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -758,3 +758,68 @@ async fn every_submit_has_one_outcome_and_every_ref_one_receipt() {
     assert_eq!(sim.stats().deliver_sm_resp, expected as u64);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_long_message_is_not_half_sent_for_want_of_window() {
+    let sim = sim(sim_config(Behaviour {
+        latency_ms: 400,
+        receipts: false,
+        ..Default::default()
+    }))
+    .await;
+    let (client, _rx) = connect(SmppConfig {
+        window: 2,
+        request_timeout: Duration::from_millis(150),
+        ..client_config(&sim)
+    })
+    .await;
+    // The first times out and keeps one of the two slots.
+    match client.submit(sms(1, "slow")).await {
+        Err(CarrierError::Temporary { code, .. }) => assert_eq!(code, "timeout"),
+        other => panic!("{other:?}"),
+    }
+    // Two parts, one free slot: nothing goes out, so a retry doubles nothing.
+    match client.submit(sms(2, &"x".repeat(200))).await {
+        Err(CarrierError::Temporary { code, .. }) => assert_eq!(code, "window_timeout"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.stats().submit_sm, 1);
+    client.close().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn out_of_range_control_values_do_not_kill_connections() {
+    let sim = sim(SmscConfig {
+        http_addr: Some("127.0.0.1:0".parse().unwrap()),
+        ..sim_config(Behaviour::default())
+    })
+    .await;
+    let web = sim.http_addr().unwrap();
+    let (client, _rx) = connect(SmppConfig {
+        request_timeout: Duration::from_millis(200),
+        ..client_config(&sim)
+    })
+    .await;
+    let max = u64::MAX;
+    let weight = u32::MAX;
+    http(
+        web,
+        "POST",
+        "/faults",
+        &format!(
+            r#"{{"latency_ms": {max}, "receipt_delay_ms": {max},
+                "outcomes": {{"delivered": {weight}, "undelivered": {weight},
+                              "expired": {weight}, "rejected": {weight}}}}}"#
+        ),
+    )
+    .await;
+    // Answered never (in this run), but the connection stays up.
+    match client.submit(sms(1, "patient")).await {
+        Err(CarrierError::Temporary { code, .. }) => assert_eq!(code, "timeout"),
+        other => panic!("{other:?}"),
+    }
+    assert!(client.health().bound);
+    assert_eq!(sim.stats().dropped_connections, 0);
+    sim.shutdown().await;
+}

@@ -1,88 +1,16 @@
 //! The voice adapter against its simulator on a free port, with signed call
 //! status callbacks caught by a tiny local receiver.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use common::{Caught, Receiver};
 use herald_carriers::voice::sim::{self, Faults, VoiceOutcomes, VoiceSimConfig};
 use herald_carriers::voice::{CallbackError, SignatureError, VoiceConnection, SIGNATURE_HEADER};
 use herald_carriers::{
     CarrierConnection, CarrierError, Channel, Content, Receipt, ReceiptState, Submission,
 };
-
-/// One POST the receiver caught.
-#[derive(Debug, Clone)]
-struct Caught {
-    signature: Option<String>,
-    content_type: String,
-    body: Vec<u8>,
-}
-
-/// A local HTTP server that records every POST it receives.
-struct Receiver {
-    url: String,
-    caught: Arc<Mutex<Vec<Caught>>>,
-    server: actix_web::dev::ServerHandle,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let caught: Arc<Mutex<Vec<Caught>>> = Arc::default();
-        let sink = caught.clone();
-        let server = HttpServer::new(move || {
-            let sink = sink.clone();
-            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let sink = sink.clone();
-                async move {
-                    let header = |name: &str| {
-                        req.headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned)
-                    };
-                    sink.lock().unwrap().push(Caught {
-                        signature: header(SIGNATURE_HEADER),
-                        content_type: header("content-type").unwrap_or_default(),
-                        body: body.to_vec(),
-                    });
-                    HttpResponse::NoContent().finish()
-                }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .unwrap();
-        let addr = server.addrs()[0];
-        let server = server.run();
-        let handle = server.handle();
-        tokio::spawn(server);
-        Receiver {
-            url: format!("http://{addr}/v1/callbacks/voice"),
-            caught,
-            server: handle,
-        }
-    }
-
-    async fn wait(&self, n: usize) -> Vec<Caught> {
-        for _ in 0..500 {
-            let caught = self.caught.lock().unwrap().clone();
-            if caught.len() >= n {
-                return caught;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "expected {n} callbacks, got {:?}",
-            self.caught.lock().unwrap()
-        );
-    }
-
-    async fn stop(self) {
-        self.server.stop(false).await;
-    }
-}
 
 fn call(content: Content) -> Submission {
     Submission {
@@ -155,7 +83,7 @@ fn receipts(conn: &VoiceConnection, caught: &[Caught]) -> Vec<Receipt> {
 
 #[tokio::test]
 async fn answered_call_rings_progresses_and_completes() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start("/v1/callbacks/voice", SIGNATURE_HEADER).await;
     let (sim, conn) = setup(
         &receiver.url,
         outcome(1.0, 0.0, 0.0, 0.0),
@@ -195,7 +123,7 @@ async fn answered_call_rings_progresses_and_completes() {
 
 #[tokio::test]
 async fn busy_no_answer_and_failed_are_final() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start("/v1/callbacks/voice", SIGNATURE_HEADER).await;
     let (sim, conn) = setup(
         &receiver.url,
         outcome(0.0, 1.0, 0.0, 0.0),
@@ -215,7 +143,7 @@ async fn busy_no_answer_and_failed_are_final() {
     sim.shutdown().await;
     receiver.stop().await;
 
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start("/v1/callbacks/voice", SIGNATURE_HEADER).await;
     let (sim, conn) = setup(
         &receiver.url,
         outcome(0.0, 0.0, 1.0, 0.0),
@@ -228,7 +156,7 @@ async fn busy_no_answer_and_failed_are_final() {
     sim.shutdown().await;
     receiver.stop().await;
 
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start("/v1/callbacks/voice", SIGNATURE_HEADER).await;
     let (sim, conn) = setup(
         &receiver.url,
         outcome(0.0, 0.0, 0.0, 1.0),
@@ -245,7 +173,7 @@ async fn busy_no_answer_and_failed_are_final() {
 
 #[tokio::test]
 async fn callback_signature_is_enforced() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start("/v1/callbacks/voice", SIGNATURE_HEADER).await;
     let (sim, conn) = setup(
         &receiver.url,
         outcome(0.0, 0.0, 0.0, 1.0),

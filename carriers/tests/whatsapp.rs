@@ -1,10 +1,11 @@
 //! The WhatsApp Cloud API adapter against its simulator on a free port, with
 //! signed status webhooks caught by a tiny local receiver.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use common::{Caught, Receiver};
 use herald_carriers::whatsapp::sim::{self, Faults, WhatsappOutcomes, WhatsappSimConfig};
 use herald_carriers::whatsapp::{
     HandshakeError, SignatureError, WebhookError, WhatsappConnection, SIGNATURE_HEADER,
@@ -12,76 +13,6 @@ use herald_carriers::whatsapp::{
 use herald_carriers::{
     CarrierConnection, CarrierError, Channel, Content, Receipt, ReceiptState, Submission,
 };
-
-/// One POST the receiver caught.
-#[derive(Debug, Clone)]
-struct Caught {
-    signature: Option<String>,
-    body: Vec<u8>,
-}
-
-/// A local HTTP server that records every POST it receives.
-struct Receiver {
-    url: String,
-    caught: Arc<Mutex<Vec<Caught>>>,
-    server: actix_web::dev::ServerHandle,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let caught: Arc<Mutex<Vec<Caught>>> = Arc::default();
-        let sink = caught.clone();
-        let server = HttpServer::new(move || {
-            let sink = sink.clone();
-            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let sink = sink.clone();
-                async move {
-                    let signature = req
-                        .headers()
-                        .get(SIGNATURE_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    sink.lock().unwrap().push(Caught {
-                        signature,
-                        body: body.to_vec(),
-                    });
-                    HttpResponse::Ok().finish()
-                }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .unwrap();
-        let addr = server.addrs()[0];
-        let server = server.run();
-        let handle = server.handle();
-        tokio::spawn(server);
-        Receiver {
-            url: format!("http://{addr}/v1/callbacks/whatsapp"),
-            caught,
-            server: handle,
-        }
-    }
-
-    async fn wait(&self, n: usize) -> Vec<Caught> {
-        for _ in 0..500 {
-            let caught = self.caught.lock().unwrap().clone();
-            if caught.len() >= n {
-                return caught;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "expected {n} webhooks, got {:?}",
-            self.caught.lock().unwrap()
-        );
-    }
-
-    async fn stop(self) {
-        self.server.stop(false).await;
-    }
-}
 
 fn text(body: &str) -> Submission {
     Submission {
@@ -163,7 +94,7 @@ fn receipts_from(conn: &WhatsappConnection, caught: &[Caught]) -> Vec<Receipt> {
 
 #[tokio::test]
 async fn text_is_sent_delivered_and_read() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start("/v1/callbacks/whatsapp", SIGNATURE_HEADER).await;
     let (sim, conn) = setup(Some(&receiver.url), only(0.0, 1.0, 0.0), Faults::default()).await;
 
     let submitted = conn.submit(text("hello \"you\"")).await.unwrap();
@@ -203,7 +134,7 @@ async fn text_is_sent_delivered_and_read() {
 
 #[tokio::test]
 async fn template_failure_carries_meta_error_code() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start("/v1/callbacks/whatsapp", SIGNATURE_HEADER).await;
     let (sim, conn) = setup(Some(&receiver.url), only(0.0, 0.0, 1.0), Faults::default()).await;
 
     let wamid = conn.submit(template()).await.unwrap().carrier_refs[0].clone();
@@ -232,7 +163,7 @@ async fn template_failure_carries_meta_error_code() {
 
 #[tokio::test]
 async fn webhook_signature_is_enforced() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start("/v1/callbacks/whatsapp", SIGNATURE_HEADER).await;
     let (sim, conn) = setup(Some(&receiver.url), only(1.0, 0.0, 0.0), Faults::default()).await;
     conn.submit(text("hi")).await.unwrap();
     let caught = receiver.wait(1).await;

@@ -43,34 +43,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// Longest age `older_than_seconds` may ask for (a year).
+const MAX_AGE_SECONDS: u64 = 366 * 24 * 3600;
+
 async fn unmatched(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let mut older_than = state.config.projector.unmatched_after_seconds;
     let mut limit: i64 = 100;
     for (name, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
-        let bad = |m: &str| {
-            ApiError::bad_request("invalid_parameter", m.to_owned()).with_field(name.to_string())
-        };
         match name.as_ref() {
+            // At most a year: the database's interval arithmetic must not
+            // overflow on whatever a client sends.
             "older_than_seconds" => {
-                older_than = value
-                    .parse()
-                    .map_err(|_| bad("older_than_seconds must be a number of seconds"))?
+                older_than = super::bounded("older_than_seconds", &value, 0..=MAX_AGE_SECONDS)?
             }
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=1000).contains(l))
-                    .ok_or_else(|| bad("limit must be between 1 and 1000"))?
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    "unknown_parameter",
-                    format!("unknown query parameter `{other}`"),
-                )
-                .with_field(other.to_owned()))
-            }
+            "limit" => limit = super::bounded("limit", &value, 1..=1000)?,
+            other => return Err(ApiError::unknown_parameter(other)),
         }
     }
     let parked = state

@@ -78,6 +78,20 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).with_field(field)
     }
 
+    /// 400: a query parameter's value is not acceptable.
+    pub fn invalid_parameter(name: &str, message: impl Into<String>) -> Self {
+        Self::bad_request("invalid_parameter", message).with_field(name)
+    }
+
+    /// 400: a query parameter this resource does not take.
+    pub fn unknown_parameter(name: &str) -> Self {
+        Self::bad_request(
+            "unknown_parameter",
+            format!("unknown query parameter `{name}`"),
+        )
+        .with_field(name)
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message).with_header(
             actix_web::http::header::WWW_AUTHENTICATE,

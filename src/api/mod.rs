@@ -147,6 +147,31 @@ fn strip_position(message: &str) -> &str {
     message.split(" at line ").next().unwrap_or(message)
 }
 
+/// A number query parameter within `range`, else 400 `invalid_parameter`.
+pub fn bounded<T>(
+    name: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ApiError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    value
+        .parse::<T>()
+        .ok()
+        .filter(|v| range.contains(v))
+        .ok_or_else(|| {
+            ApiError::invalid_parameter(
+                name,
+                format!(
+                    "{name} must be between {} and {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}
+
 /// Deserialize a JSON object into the request struct `T`, naming the
 /// offending field on error (422): missing, unknown, wrong type or invalid value.
 pub fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {

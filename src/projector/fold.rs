@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::rules::{advances, is_final, multipart_outcome};
 use crate::store::events::{
-    strip_nul, Loaded, Lookup, MessageHead, MessageUpdate, NewEvent, ParkedReceipt, PartRow, Writes,
+    strip_nul, Loaded, Lookup, MessageHead, NewEvent, ParkedReceipt, PartRow, Writes,
 };
 
 /// `(carrier connection, canonical carrier reference)`.
@@ -210,6 +210,7 @@ impl Fold {
             carrier,
             detail,
             at,
+            channel: head.channel.clone(),
         };
         self.writes.events.push(event);
         if applied {
@@ -378,19 +379,11 @@ impl Fold {
     }
 
     fn finish(mut self) -> (Writes, FoldReport) {
-        let mut done = HashSet::new();
         for id in std::mem::take(&mut self.dirty_heads) {
-            if !done.insert(id.clone()) {
-                continue;
+            // Taken out on its first mention: later ones are duplicates.
+            if let Some(head) = self.heads.remove(&id) {
+                self.writes.messages.push(head);
             }
-            let h = &self.heads[&id];
-            self.writes.messages.push(MessageUpdate {
-                id: h.id.clone(),
-                status: h.status.clone(),
-                status_seq: h.status_seq,
-                carrier: h.carrier.clone(),
-                carrier_ref: h.carrier_ref.clone(),
-            });
         }
         let mut done = HashSet::new();
         for key in std::mem::take(&mut self.dirty_parts) {

@@ -13,9 +13,10 @@
 //!
 //! Data leaves as rows in PostgreSQL and, after each commit, as one
 //! [`StatusChange`] per new log entry on an in-process broadcast channel (in
-//! cursor order) for the live stream and webhooks to hang off. A slow
-//! subscriber lags and must catch up from `GET /v1/events`; the projector
-//! never waits for subscribers.
+//! cursor order) for the live stream and webhooks to hang off. A change
+//! carries the whole entry (and the message's channel), so a subscriber need
+//! not read it back. A slow subscriber lags and must catch up from
+//! `GET /v1/events`; the projector never waits for subscribers.
 //!
 //! A payload that cannot be decoded is sent to `<prefix>.dead` with its
 //! reason and acknowledged, so it never blocks the queue. A batch whose data
@@ -32,10 +33,12 @@
 pub mod fold;
 pub mod rules;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use herald_actors::broker::{Broker, Incoming, Outgoing};
+use herald_actors::broker::{Broker, Incoming};
+use herald_actors::events;
 use herald_actors::payload::EventTask;
 use herald_actors::{MessageId, TenantId};
 use serde::Serialize;
@@ -46,7 +49,8 @@ use crate::store::events::{refuses_data, strip_nul, Projected};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 
-/// One entry appended to the event log, as broadcast in-process after commit.
+/// One entry appended to the event log, as broadcast in-process after commit
+/// (behind an `Arc`: every subscriber shares the one copy).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusChange {
     pub tenant_id: TenantId,
@@ -58,20 +62,27 @@ pub struct StatusChange {
     pub previous_status: Option<String>,
     #[serde(rename = "final")]
     pub is_final: bool,
+    pub carrier: Option<String>,
+    pub detail: serde_json::Value,
     pub at: DateTime<Utc>,
+    /// The message's channel (`sms`, `whatsapp`, `voice`).
+    pub channel: String,
 }
 
-impl From<&Projected> for StatusChange {
-    fn from(p: &Projected) -> Self {
+impl From<Projected> for StatusChange {
+    fn from(Projected { cursor, event }: Projected) -> Self {
         StatusChange {
-            tenant_id: TenantId::from_trusted(p.event.tenant_id.clone()),
-            cursor: p.cursor,
-            message_id: MessageId::from_trusted(p.event.message_id.clone()),
-            seq: p.event.seq,
-            status: p.event.status.clone(),
-            previous_status: p.event.previous_status.clone(),
-            is_final: p.event.is_final,
-            at: p.event.at,
+            tenant_id: TenantId::from_trusted(event.tenant_id),
+            cursor,
+            message_id: MessageId::from_trusted(event.message_id),
+            seq: event.seq,
+            status: event.status,
+            previous_status: event.previous_status,
+            is_final: event.is_final,
+            carrier: event.carrier,
+            detail: event.detail,
+            at: event.at,
+            channel: event.channel,
         }
     }
 }
@@ -106,7 +117,7 @@ impl From<&ProjectorConfig> for Settings {
 pub struct Projector {
     stop: oneshot::Sender<()>,
     done: tokio::task::JoinHandle<()>,
-    changes: broadcast::Sender<StatusChange>,
+    changes: broadcast::Sender<Arc<StatusChange>>,
 }
 
 impl Projector {
@@ -129,12 +140,12 @@ impl Projector {
     }
 
     /// Every log entry the projector appends from now on, in cursor order.
-    pub fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StatusChange>> {
         self.changes.subscribe()
     }
 
     /// The broadcast sender, to hand to components that subscribe later.
-    pub fn changes(&self) -> broadcast::Sender<StatusChange> {
+    pub fn changes(&self) -> broadcast::Sender<Arc<StatusChange>> {
         self.changes.clone()
     }
 
@@ -143,12 +154,6 @@ impl Projector {
         let _ = self.stop.send(());
         let _ = self.done.await;
     }
-}
-
-/// An incoming delivery, decoded or not.
-struct Delivery {
-    incoming: Incoming,
-    task: Result<EventTask, String>,
 }
 
 fn decode(body: &[u8]) -> Result<EventTask, String> {
@@ -177,7 +182,7 @@ struct Worker {
     store: Store,
     broker: Broker,
     settings: Settings,
-    changes: broadcast::Sender<StatusChange>,
+    changes: broadcast::Sender<Arc<StatusChange>>,
 }
 
 impl Worker {
@@ -235,48 +240,45 @@ impl Worker {
     }
 
     async fn process(&self, batch: Vec<Incoming>, stop: &mut oneshot::Receiver<()>) -> Stopped {
-        let mut good = Vec::with_capacity(batch.len());
+        // The decoded events and their deliveries, side by side.
+        let mut events = Vec::with_capacity(batch.len());
+        let mut deliveries = Vec::with_capacity(batch.len());
         for incoming in batch {
-            let task = decode(&incoming.body);
-            let d = Delivery { incoming, task };
-            match &d.task {
-                Ok(_) => good.push(d),
+            match decode(&incoming.body) {
+                Ok(event) => {
+                    events.push(event);
+                    deliveries.push(incoming);
+                }
                 Err(reason) => {
-                    telemetry::projector_malformed(reason);
-                    self.dead_letter(&d.incoming.body, reason).await;
-                    ack(d.incoming).await;
+                    telemetry::projector_malformed(&reason);
+                    self.dead_letter(&incoming.body, &reason).await;
+                    ack(incoming).await;
                 }
             }
         }
-        if good.is_empty() {
+        if events.is_empty() {
             return Stopped::No;
         }
-        match self.apply_retrying(&good, stop).await {
+        match self.apply_retrying(&events, stop).await {
             Ok(true) => {
-                for d in good {
-                    ack(d.incoming).await;
-                }
+                ack_all(deliveries).await;
                 Stopped::No
             }
-            Ok(false) => self.apply_one_by_one(good, stop).await,
+            Ok(false) => self.apply_one_by_one(&events, deliveries, stop).await,
             Err(()) => Stopped::Yes,
         }
     }
 
-    /// Apply `deliveries` in one transaction, retrying while the database is
+    /// Apply `events` in one transaction, retrying while the database is
     /// unavailable. `Ok(true)` committed, `Ok(false)` refused by the
     /// database, `Err` stopped while retrying (nothing acknowledged).
     async fn apply_retrying(
         &self,
-        deliveries: &[Delivery],
+        events: &[EventTask],
         stop: &mut oneshot::Receiver<()>,
     ) -> Result<bool, ()> {
-        let events: Vec<EventTask> = deliveries
-            .iter()
-            .filter_map(|d| d.task.as_ref().ok().cloned())
-            .collect();
         loop {
-            match self.apply(&events).await {
+            match self.apply(events).await {
                 Ok(()) => return Ok(true),
                 Err(e) if refuses_data(&e) => {
                     telemetry::projector_failed("refused", &e);
@@ -298,16 +300,17 @@ impl Worker {
     /// commit.
     async fn apply_one_by_one(
         &self,
-        deliveries: Vec<Delivery>,
+        events: &[EventTask],
+        deliveries: Vec<Incoming>,
         stop: &mut oneshot::Receiver<()>,
     ) -> Stopped {
-        for d in deliveries {
-            match self.apply_retrying(std::slice::from_ref(&d), stop).await {
-                Ok(true) => ack(d.incoming).await,
+        for (event, incoming) in events.iter().zip(deliveries) {
+            match self.apply_retrying(std::slice::from_ref(event), stop).await {
+                Ok(true) => ack(incoming).await,
                 Ok(false) => {
-                    self.dead_letter(&d.incoming.body, "refused by the database")
+                    self.dead_letter(&incoming.body, "refused by the database")
                         .await;
-                    ack(d.incoming).await;
+                    ack(incoming).await;
                 }
                 Err(()) => return Stopped::Yes,
             }
@@ -323,9 +326,9 @@ impl Worker {
             .project(&lookup, |loaded| fold::fold(events, loaded))
             .await?;
         telemetry::projector_batch(events.len(), started.elapsed(), &report);
-        for p in &projected {
+        for p in projected {
             // No subscriber is fine: the log is the source of truth.
-            let _ = self.changes.send(StatusChange::from(p));
+            let _ = self.changes.send(Arc::new(StatusChange::from(p)));
         }
         Ok(())
     }
@@ -333,25 +336,19 @@ impl Worker {
     /// Publish a poison payload to `<prefix>.dead` with its reason. Best
     /// effort: when RabbitMQ refuses, the reason is still logged and counted.
     async fn dead_letter(&self, body: &[u8], reason: &str) {
-        let topology = self.broker.topology();
-        let envelope = serde_json::json!({
-            "source": topology.events_queue(),
-            "reason": reason,
-            "body": String::from_utf8_lossy(body),
-            "at": Utc::now(),
-        });
-        let outgoing = Outgoing {
-            exchange: topology.dead_exchange(),
-            routing_key: String::new(),
-            body: envelope.to_string().into_bytes(),
-            priority: 0,
-        };
-        match self.broker.publish_confirmed(&[outgoing]).await {
+        let dead = events::dead(self.broker.topology(), body, reason);
+        match self.broker.publish_confirmed(&[dead]).await {
             Ok(()) => telemetry::projector_dead_lettered(),
             Err(e) => tracing::warn!(target: "herald::projector", error = %e, %reason,
                 "could not dead-letter an event; dropping it after logging"),
         }
     }
+}
+
+/// Acknowledge a committed batch: the acknowledgements go out together, not
+/// one round after another.
+async fn ack_all(deliveries: Vec<Incoming>) {
+    futures::future::join_all(deliveries.into_iter().map(ack)).await;
 }
 
 async fn ack(incoming: Incoming) {

@@ -59,7 +59,8 @@ pub struct Lookup {
     pub sent_refs: Vec<(String, String)>,
 }
 
-/// A message's projection state, locked for the batch.
+/// A message's projection state, locked for the batch; written back (status,
+/// `status_seq`, carrier, reference) when the batch moved or logged it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageHead {
     pub id: String,
@@ -123,16 +124,9 @@ pub struct NewEvent {
     pub carrier: Option<String>,
     pub detail: serde_json::Value,
     pub at: DateTime<Utc>,
-}
-
-/// The new head of a message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MessageUpdate {
-    pub id: String,
-    pub status: String,
-    pub status_seq: i32,
-    pub carrier: Option<String>,
-    pub carrier_ref: Option<String>,
+    /// The message's channel: not stored with the entry, but carried to the
+    /// projector's broadcast so live subscribers need not read it back.
+    pub channel: String,
 }
 
 /// What one batch writes. Built by the projector's fold.
@@ -140,7 +134,8 @@ pub struct MessageUpdate {
 pub struct Writes {
     /// In the order they happened; cursors are assigned in this order.
     pub events: Vec<NewEvent>,
-    pub messages: Vec<MessageUpdate>,
+    /// The new heads of the messages the batch logged entries for.
+    pub messages: Vec<MessageHead>,
     /// Upserted by `(carrier, carrier_ref)`; at most one row per key.
     pub parts: Vec<PartRow>,
     pub park: Vec<ParkedReceipt>,
@@ -155,11 +150,15 @@ pub struct Projected {
     pub event: NewEvent,
 }
 
-/// One entry of a tenant's feed.
-#[derive(Debug, Clone, PartialEq)]
+/// One entry of a tenant's feed, serialised as `GET /v1/events` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FeedEvent {
     pub message_id: MessageId,
+    #[serde(flatten)]
     pub event: EventRecord,
+    /// The message's channel (for the live stream; not in the feed).
+    #[serde(skip)]
+    pub channel: String,
 }
 
 fn pairs(refs: &[(String, String)]) -> (Vec<&str>, Vec<&str>) {
@@ -183,6 +182,27 @@ pub fn refuses_data(e: &StoreError) -> bool {
 /// PostgreSQL refuses NUL in `text` and `jsonb`; carriers do send it.
 pub fn strip_nul(s: &str) -> String {
     s.replace('\0', "")
+}
+
+/// Longest age handed to `make_interval` (about a century): past a few
+/// hundred thousand years PostgreSQL's interval and timestamp arithmetic
+/// fails (an error, not a clamp), whatever the caller's `Duration` says.
+const MAX_AGE_SECS: f64 = 100.0 * 366.0 * 24.0 * 3600.0;
+
+/// `d` as the seconds of a `make_interval(secs => …)`, bounded.
+pub(super) fn interval_secs(d: Duration) -> f64 {
+    d.as_secs_f64().min(MAX_AGE_SECS)
+}
+
+/// `event_id, carrier, carrier_ref, payload, received_at` of `pending_receipts`.
+fn parked_from_row(r: &tokio_postgres::Row) -> ParkedReceipt {
+    ParkedReceipt {
+        event_id: r.get(0),
+        carrier: r.get(1),
+        carrier_ref: r.get(2),
+        payload: r.get(3),
+        received_at: r.get(4),
+    }
 }
 
 impl Store {
@@ -238,16 +258,7 @@ impl Store {
                         &[&carriers, &refs],
                     )
                     .await?;
-                loaded.parked = rows
-                    .iter()
-                    .map(|r| ParkedReceipt {
-                        event_id: r.get(0),
-                        carrier: r.get(1),
-                        carrier_ref: r.get(2),
-                        payload: r.get(3),
-                        received_at: r.get(4),
-                    })
-                    .collect();
+                loaded.parked = rows.iter().map(parked_from_row).collect();
             }
             message_ids.sort();
             message_ids.dedup();
@@ -306,7 +317,7 @@ impl Store {
 
     /// Receipts parked longer than `older_than`.
     pub async fn unmatched_receipts(&self, older_than: Duration) -> Result<i64, StoreError> {
-        let secs = older_than.as_secs_f64();
+        let secs = interval_secs(older_than);
         self.with(|c| async move {
             let row = c
                 .query_one(
@@ -327,7 +338,7 @@ impl Store {
         older_than: Duration,
         limit: i64,
     ) -> Result<Vec<ParkedReceipt>, StoreError> {
-        let secs = older_than.as_secs_f64();
+        let secs = interval_secs(older_than);
         self.with(|c| async move {
             let rows = c
                 .query(
@@ -338,16 +349,7 @@ impl Store {
                     &[&secs, &limit],
                 )
                 .await?;
-            Ok(rows
-                .iter()
-                .map(|r| ParkedReceipt {
-                    event_id: r.get(0),
-                    carrier: r.get(1),
-                    carrier_ref: r.get(2),
-                    payload: r.get(3),
-                    received_at: r.get(4),
-                })
-                .collect())
+            Ok(rows.iter().map(parked_from_row).collect())
         })
         .await
     }
@@ -413,11 +415,11 @@ impl Store {
             }
             let rows = c
                 .query(
-                    "SELECT cursor, message_id, seq, status, previous_status, final, carrier, \
-                            detail, at \
-                     FROM message_events \
-                     WHERE tenant_id = $1 AND cursor > $2 AND cursor <= $3 \
-                     ORDER BY cursor LIMIT $4",
+                    "SELECT e.cursor, e.message_id, e.seq, e.status, e.previous_status, e.final, \
+                            e.carrier, e.detail, e.at, m.channel \
+                     FROM message_events e JOIN messages m ON m.id = e.message_id \
+                     WHERE e.tenant_id = $1 AND e.cursor > $2 AND e.cursor <= $3 \
+                     ORDER BY e.cursor LIMIT $4",
                     &[&tenant.as_str(), &after, &horizon, &limit],
                 )
                 .await?;
@@ -425,6 +427,7 @@ impl Store {
                 .iter()
                 .map(|r| FeedEvent {
                     message_id: MessageId::from_trusted(r.get("message_id")),
+                    channel: r.get("channel"),
                     event: EventRecord {
                         cursor: r.get("cursor"),
                         seq: r.get("seq"),

@@ -43,12 +43,7 @@ pub struct MessageFilter {
 }
 
 fn channel_from_str(s: &str) -> Result<Channel, StoreError> {
-    match s {
-        "sms" => Ok(Channel::Sms),
-        "whatsapp" => Ok(Channel::Whatsapp),
-        "voice" => Ok(Channel::Voice),
-        other => Err(StoreError::Corrupt(format!("channel {other}"))),
-    }
+    Channel::parse(s).ok_or_else(|| StoreError::Corrupt(format!("channel {s}")))
 }
 
 fn message_from_row(row: &Row) -> Result<MessageRecord, StoreError> {

@@ -273,7 +273,7 @@ impl Store {
         id: &EndpointId,
         disable_after: Duration,
     ) -> Result<bool, StoreError> {
-        let secs = disable_after.as_secs_f64();
+        let secs = super::events::interval_secs(disable_after);
         self.with(|c| async move {
             let row = c
                 .query_opt(
@@ -507,48 +507,6 @@ impl Store {
                 }
             };
             Ok(rows.iter().map(event_from_row).collect())
-        })
-        .await
-    }
-
-    /// Log entries by cursor with their message's channel, in cursor order
-    /// (the live stream enriches in-process changes with them).
-    pub async fn events_by_cursor(
-        &self,
-        cursors: &[i64],
-    ) -> Result<Vec<(DispatchEvent, String)>, StoreError> {
-        self.with(|c| async move {
-            let rows = c
-                .query(
-                    &format!(
-                        "SELECT {EVENT_COLUMNS}, m.channel FROM message_events e \
-                         JOIN messages m ON m.id = e.message_id \
-                         WHERE e.cursor = ANY($1) ORDER BY e.cursor"
-                    ),
-                    &[&cursors],
-                )
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|r| (event_from_row(r), r.get(11)))
-                .collect())
-        })
-        .await
-    }
-
-    /// The channel of each of these messages.
-    pub async fn message_channels(
-        &self,
-        ids: &[&str],
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        self.with(|c| async move {
-            let rows = c
-                .query(
-                    "SELECT id, channel FROM messages WHERE id = ANY($1)",
-                    &[&ids],
-                )
-                .await?;
-            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
         .await
     }

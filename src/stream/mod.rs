@@ -4,10 +4,9 @@
 //! [`session`]).
 //!
 //! Data enters from the projector's in-process broadcast ([`StatusChange`],
-//! after commit). The hub reads those entries back in one query per batch
-//! to add what clients see (carrier, detail, the message's channel), sends
-//! them to local clients and publishes them to Redis `<prefix>:events` with
-//! this node's id. Every hub subscribes to that channel and passes on what
+//! after commit, each a whole log entry with its message's channel). The
+//! hub sends them to local clients and publishes them, a burst at a time, to
+//! Redis `<prefix>:events` with this node's id. Every hub subscribes to that channel and passes on what
 //! other nodes published, so a client on node B sees events projected on
 //! node A. Data leaves on a bounded broadcast ([`Hub::subscribe`]): a client
 //! that falls further behind than `stream.client_buffer` is closed and
@@ -24,9 +23,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
+use herald_actors::TenantId;
+
 use crate::kv::Kv;
 use crate::projector::StatusChange;
-use crate::store::webhooks::DispatchEvent;
+use crate::store::events::FeedEvent;
 use crate::store::Store;
 
 /// Redis channel (under the Redis prefix) the hubs share.
@@ -52,20 +53,39 @@ pub struct StreamEvent {
     pub channel: String,
 }
 
-impl StreamEvent {
-    pub fn new(e: DispatchEvent, channel: String) -> StreamEvent {
+impl From<&StatusChange> for StreamEvent {
+    fn from(c: &StatusChange) -> StreamEvent {
         StreamEvent {
-            tenant_id: e.tenant_id,
-            cursor: e.cursor,
-            message_id: e.message_id,
-            seq: e.seq,
-            status: e.status,
-            previous_status: e.previous_status,
-            is_final: e.is_final,
-            carrier: e.carrier,
-            detail: e.detail,
-            at: e.at,
-            channel,
+            tenant_id: c.tenant_id.as_str().to_owned(),
+            cursor: c.cursor,
+            message_id: c.message_id.as_str().to_owned(),
+            seq: c.seq,
+            status: c.status.clone(),
+            previous_status: c.previous_status.clone(),
+            is_final: c.is_final,
+            carrier: c.carrier.clone(),
+            detail: c.detail.clone(),
+            at: c.at,
+            channel: c.channel.clone(),
+        }
+    }
+}
+
+impl StreamEvent {
+    /// An entry of `tenant`'s feed (a replay).
+    pub fn from_feed(tenant: &TenantId, f: FeedEvent) -> StreamEvent {
+        StreamEvent {
+            tenant_id: tenant.as_str().to_owned(),
+            cursor: f.event.cursor,
+            message_id: f.message_id.as_str().to_owned(),
+            seq: f.event.seq,
+            status: f.event.status,
+            previous_status: f.event.previous_status,
+            is_final: f.event.is_final,
+            carrier: f.event.carrier,
+            detail: f.event.detail,
+            at: f.event.at,
+            channel: f.channel,
         }
     }
 }
@@ -81,12 +101,16 @@ pub enum HubItem {
     Resync,
 }
 
-/// What hubs publish to each other on Redis (tenant ids included).
+/// What hubs publish to each other on Redis: `[tenant id, event]` pairs
+/// (an event's own tenant id is never serialised: clients do not see it).
 #[derive(Debug, Serialize, Deserialize)]
-struct Announcement {
-    node: String,
-    events: Vec<(String, StreamEvent)>,
+struct Announcement<N, T, E> {
+    node: N,
+    events: Vec<(T, E)>,
 }
+
+/// An announcement as received.
+type Received = Announcement<String, String, StreamEvent>;
 
 /// The hub of this node. Cheap to clone.
 #[derive(Clone)]
@@ -101,7 +125,7 @@ impl Hub {
     pub fn start(
         store: Store,
         kv: Kv,
-        changes: broadcast::Receiver<StatusChange>,
+        changes: broadcast::Receiver<Arc<StatusChange>>,
         capacity: usize,
     ) -> Hub {
         let (events, _) = broadcast::channel(capacity.max(1));
@@ -136,7 +160,7 @@ impl Hub {
         self,
         kv: Kv,
         node: String,
-        mut changes: broadcast::Receiver<StatusChange>,
+        mut changes: broadcast::Receiver<Arc<StatusChange>>,
     ) {
         let mut stop = self.stop.subscribe();
         loop {
@@ -144,9 +168,9 @@ impl Hub {
                 _ = stop.changed() => return,
                 r = changes.recv() => r,
             };
-            let mut cursors = Vec::new();
+            let mut events = Vec::new();
             match first {
-                Ok(c) => cursors.push(c.cursor),
+                Ok(c) => events.push(StreamEvent::from(&*c)),
                 Err(broadcast::error::RecvError::Closed) => return,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(target: "herald::stream", missed = n,
@@ -156,32 +180,16 @@ impl Hub {
                 }
             }
             while let Ok(c) = changes.try_recv() {
-                cursors.push(c.cursor);
+                events.push(StreamEvent::from(&*c));
             }
-            let rows = match self.store.events_by_cursor(&cursors).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(target: "herald::stream", error = %e,
-                        "could not read events for the live stream");
-                    let _ = self.events.send(Arc::new(HubItem::Resync));
-                    continue;
-                }
-            };
-            let events: Vec<StreamEvent> = rows
-                .into_iter()
-                .map(|(e, channel)| StreamEvent::new(e, channel))
-                .collect();
             let announcement = Announcement {
-                node: node.clone(),
-                events: events
-                    .iter()
-                    .map(|e| (e.tenant_id.clone(), e.clone()))
-                    .collect(),
+                node: node.as_str(),
+                events: events.iter().map(|e| (e.tenant_id.as_str(), e)).collect(),
             };
+            let payload = serde_json::to_string(&announcement).expect("serializes");
             for e in events {
                 let _ = self.events.send(Arc::new(HubItem::Event(e)));
             }
-            let payload = serde_json::to_string(&announcement).expect("serializes");
             if let Err(e) = kv.publish(CHANNEL, &payload).await {
                 tracing::debug!(target: "herald::stream", error = %e,
                     "could not announce events to other nodes");
@@ -197,7 +205,7 @@ impl Hub {
                 _ = stop.changed() => return,
                 p = inbox.recv() => match p { Some(p) => p, None => return },
             };
-            let Ok(a) = serde_json::from_str::<Announcement>(&payload) else {
+            let Ok(a) = serde_json::from_str::<Received>(&payload) else {
                 continue;
             };
             if a.node == node {

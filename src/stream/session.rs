@@ -191,31 +191,8 @@ async fn replay(
         if page.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&str> = page.iter().map(|e| e.message_id.as_str()).collect();
-        let channels: std::collections::HashMap<String, String> = hub
-            .store
-            .message_channels(&ids)
-            .await
-            .map_err(unavailable)?
-            .into_iter()
-            .collect();
-        for f in &page {
-            let e = StreamEvent {
-                tenant_id: tenant.as_str().to_owned(),
-                cursor: f.event.cursor,
-                message_id: f.message_id.as_str().to_owned(),
-                seq: f.event.seq,
-                status: f.event.status.clone(),
-                previous_status: f.event.previous_status.clone(),
-                is_final: f.event.is_final,
-                carrier: f.event.carrier.clone(),
-                detail: f.event.detail.clone(),
-                at: f.event.at,
-                channel: channels
-                    .get(f.message_id.as_str())
-                    .cloned()
-                    .unwrap_or_default(),
-            };
+        for f in page {
+            let e = StreamEvent::from_feed(tenant, f);
             if filter.wants(&e) {
                 send(session, &e, limits, sent).await?;
             }

@@ -6,6 +6,8 @@
 //! queue (so it holds no prefetch slot and other endpoints keep flowing).
 //! The answer decides the [`Outcome`]; the task is acknowledged only after
 //! its attempt row is written and any retry task is confirmed by RabbitMQ.
+//! What follows (the endpoint's health, a disabling notice) is best effort:
+//! giving the task back then would start a second chain of retries.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -200,24 +202,28 @@ impl Deliverer {
             event,
         } = task;
         let tenant = TenantId::from_trusted(tenant_id.clone());
-        let secret = match endpoint_id {
+        // The signing secret, and whether the endpoint is in a run of
+        // failures (a success then ends it).
+        let (secret, failing) = match endpoint_id {
             Some(id) => match self
                 .store
                 .endpoint_by_id(id)
                 .await
                 .map_err(|e| e.to_string())?
             {
-                Some(ep) if ep.enabled => self
-                    .sealer
-                    .open(&ep.secret_sealed)
-                    .map_err(|e| e.to_string())?,
+                Some(ep) if ep.enabled => (
+                    self.sealer
+                        .open(&ep.secret_sealed)
+                        .map_err(|e| e.to_string())?,
+                    ep.failing_since.is_some(),
+                ),
                 // Deleted or disabled since: nothing to deliver.
                 _ => {
                     telemetry::webhook_attempt("skipped", None);
                     return Ok(());
                 }
             },
-            None => self.sealer.callback_secret(tenant_id),
+            None => (self.sealer.callback_secret(tenant_id), false),
         };
         let mut row = AttemptRow {
             tenant_id: tenant_id.clone(),
@@ -333,8 +339,10 @@ impl Deliverer {
                     .record_attempt(&row)
                     .await
                     .map_err(|e| e.to_string())?;
-                if let Some(id) = endpoint_id {
-                    let _ = self.store.endpoint_succeeded(id).await;
+                if let (Some(id), true) = (endpoint_id, failing) {
+                    if let Err(e) = self.store.endpoint_succeeded(id).await {
+                        health_not_recorded(id, "succeeded", &e);
+                    }
                 }
             }
             Outcome::Gone => {
@@ -345,7 +353,7 @@ impl Deliverer {
                     .await
                     .map_err(|e| e.to_string())?;
                 if let Some(id) = endpoint_id {
-                    self.disabled(id, tenant_id, url, "gone").await?;
+                    self.disable(id, tenant_id, url, "gone").await;
                 }
             }
             Outcome::Failed { retry_after } => {
@@ -369,13 +377,14 @@ impl Deliverer {
                     self.later(&again, ms).await?;
                 }
                 if let Some(id) = endpoint_id {
-                    if self
+                    match self
                         .store
                         .endpoint_failed(id, self.settings.disable_after)
                         .await
-                        .map_err(|e| e.to_string())?
                     {
-                        self.notice(id, tenant_id, url, "failing").await?;
+                        Ok(true) => self.notice(id, tenant_id, url, "failing").await,
+                        Ok(false) => {}
+                        Err(e) => health_not_recorded(id, "failed", &e),
                     }
                 }
             }
@@ -383,54 +392,46 @@ impl Deliverer {
         Ok(())
     }
 
-    async fn disabled(
-        &self,
-        id: &EndpointId,
-        tenant: &str,
-        url: &str,
-        why: &str,
-    ) -> Result<(), String> {
-        if self
-            .store
-            .disable_endpoint(id, why)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            self.notice(id, tenant, url, why).await?;
+    /// Disable an endpoint for `why` and tell the tenant (once). Best effort.
+    async fn disable(&self, id: &EndpointId, tenant: &str, url: &str, why: &str) {
+        match self.store.disable_endpoint(id, why).await {
+            Ok(true) => self.notice(id, tenant, url, why).await,
+            Ok(false) => {}
+            Err(e) => health_not_recorded(id, "disable", &e),
         }
-        Ok(())
     }
 
     /// Tell the tenant an endpoint was disabled: an `endpoint.disabled`
-    /// entry in its attempts (`GET /v1/webhooks/endpoints/{id}`).
-    async fn notice(
-        &self,
-        id: &EndpointId,
-        tenant: &str,
-        url: &str,
-        why: &str,
-    ) -> Result<(), String> {
+    /// entry in its attempts (`GET /v1/webhooks/endpoints/{id}`). Best effort.
+    async fn notice(&self, id: &EndpointId, tenant: &str, url: &str, why: &str) {
         telemetry::webhook_endpoint_disabled(why);
-        self.store
-            .record_attempt(&AttemptRow {
-                tenant_id: tenant.to_owned(),
-                event_type: ENDPOINT_DISABLED.into(),
-                webhook_id: format!("whd_{id}"),
-                event_cursor: None,
-                message_id: None,
-                endpoint_id: Some(id.as_str().to_owned()),
-                url: url.to_owned(),
-                attempt: 0,
-                outcome: "notice".into(),
-                status_code: None,
-                latency_ms: None,
-                error: Some(format!("endpoint disabled: {why}")),
-                next_try_at: None,
-                created_at: None,
-            })
-            .await
-            .map_err(|e| e.to_string())
+        let notice = AttemptRow {
+            tenant_id: tenant.to_owned(),
+            event_type: ENDPOINT_DISABLED.into(),
+            webhook_id: format!("whd_{id}"),
+            event_cursor: None,
+            message_id: None,
+            endpoint_id: Some(id.as_str().to_owned()),
+            url: url.to_owned(),
+            attempt: 0,
+            outcome: "notice".into(),
+            status_code: None,
+            latency_ms: None,
+            error: Some(format!("endpoint disabled: {why}")),
+            next_try_at: None,
+            created_at: None,
+        };
+        if let Err(e) = self.store.record_attempt(&notice).await {
+            health_not_recorded(id, "notice", &e);
+        }
     }
+}
+
+/// An endpoint-health update that did not reach the database. Logged, not
+/// retried: the attempt itself is recorded and its retry (if any) scheduled.
+fn health_not_recorded(id: &EndpointId, what: &str, e: &crate::store::StoreError) {
+    tracing::warn!(target: "herald::webhooks", endpoint = %id, what, error = %e,
+        "endpoint health not recorded");
 }
 
 #[cfg(test)]

@@ -5,9 +5,11 @@
 //! of one batch with publisher confirms inside the transaction that then
 //! advances `webhook_cursor`. See the module docs of `webhooks`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use herald_actors::broker::{Broker, Outgoing};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, watch};
 
 use super::{webhook_id, EndpointId, EventSnapshot, Settings, WebhookTask};
@@ -19,6 +21,10 @@ use crate::telemetry;
 /// One task per target of each event: its callback URL, else its tenant's
 /// enabled endpoints.
 pub fn tasks(events: &[DispatchEvent], endpoints: &[EndpointTarget]) -> Vec<WebhookTask> {
+    let mut by_tenant: HashMap<&str, Vec<&EndpointTarget>> = HashMap::new();
+    for ep in endpoints {
+        by_tenant.entry(ep.tenant_id.as_str()).or_default().push(ep);
+    }
     let mut out = Vec::new();
     for e in events {
         let task = |endpoint_id: Option<EndpointId>, url: String| WebhookTask::DeliverV1 {
@@ -34,9 +40,10 @@ pub fn tasks(events: &[DispatchEvent], endpoints: &[EndpointTarget]) -> Vec<Webh
         match &e.callback_url {
             Some(url) => out.push(task(None, url.clone())),
             None => out.extend(
-                endpoints
-                    .iter()
-                    .filter(|ep| ep.tenant_id == e.tenant_id)
+                by_tenant
+                    .get(e.tenant_id.as_str())
+                    .into_iter()
+                    .flatten()
                     .map(|ep| task(Some(ep.id.clone()), ep.url.clone())),
             ),
         }
@@ -81,7 +88,7 @@ pub async fn run(
     store: Store,
     broker: Broker,
     settings: Arc<Settings>,
-    mut changes: broadcast::Receiver<StatusChange>,
+    mut changes: broadcast::Receiver<Arc<StatusChange>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let queue = broker.topology().webhooks_queue();
@@ -111,17 +118,30 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.changed() => break,
-            r = changes.recv() => {
-                if let Err(broadcast::error::RecvError::Closed) = r {
+            r = changes.recv() => match r {
+                // One round of dispatch reads every change committed so
+                // far: wake once per burst, not once per change.
+                Ok(_) | Err(RecvError::Lagged(_)) => skip_pending(&mut changes),
+                Err(RecvError::Closed) => {
                     // The projector stopped: keep polling the log.
                     tokio::select! {
                         _ = stop.changed() => break,
                         _ = tokio::time::sleep(settings.poll_interval) => {}
                     }
                 }
-            }
+            },
             _ = tokio::time::sleep(settings.poll_interval) => {}
         }
     }
     tracing::info!(target: "herald::webhooks", "webhook dispatcher stopped");
+}
+
+/// Drop the changes already waiting (the next round reads them from the log).
+fn skip_pending<T: Clone>(changes: &mut broadcast::Receiver<T>) {
+    loop {
+        match changes.try_recv() {
+            Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+        }
+    }
 }

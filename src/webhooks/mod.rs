@@ -227,7 +227,7 @@ impl Webhooks {
         broker: Broker,
         sealer: Sealer,
         settings: Settings,
-        changes: broadcast::Receiver<StatusChange>,
+        changes: broadcast::Receiver<Arc<StatusChange>>,
     ) -> Webhooks {
         let settings = Arc::new(settings);
         if let Err(e) = broker.declare_webhooks(&settings.delay_queues_ms()).await {

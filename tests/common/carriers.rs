@@ -74,3 +74,14 @@ impl TestEnv {
         self.carrier_ids = carrier_ids.iter().map(|s| s.to_string()).collect();
     }
 }
+
+/// How many times the SMSC accepted each text starting with `tag`.
+pub fn received(sim: &SmscHandle, tag: &str) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for r in sim.received() {
+        if r.text.starts_with(tag) && r.status == 0 {
+            *counts.entry(r.text.clone()).or_insert(0) += 1;
+        }
+    }
+    counts
+}

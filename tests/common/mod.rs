@@ -159,7 +159,7 @@ impl Drop for TestEnv {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let ids: Vec<(&str, usize)> = carriers.iter().map(|c| (c.as_str(), 2)).collect();
+                let ids: Vec<(&str, usize)> = carriers.iter().map(|c| (c.as_str(), 8)).collect(); // every retry tier a test carrier can have
                 let _ = broker.delete_carriers(&ids).await;
                 let _ = broker.delete_webhooks(WEBHOOK_DELAY_QUEUES).await;
                 let _ = broker.teardown().await;
@@ -345,6 +345,46 @@ pub async fn metrics(url: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// GET `url` with a bearer token, as JSON; `None` when the server does not
+/// answer (a node that was killed).
+pub async fn try_get_json(url: &str, token: &str) -> Option<serde_json::Value> {
+    let res = client().get(url).bearer_auth(token).send().await.ok()?;
+    res.json().await.ok()
+}
+
+/// GET `url` with a bearer token, as JSON.
+pub async fn get_json(url: &str, token: &str) -> serde_json::Value {
+    try_get_json(url, token)
+        .await
+        .unwrap_or_else(|| panic!("GET {url} answered nothing readable"))
+}
+
+/// A message as `GET /v1/messages/{id}` shows it.
+pub async fn get_message(base: &str, key: &str, id: &str) -> serde_json::Value {
+    get_json(&format!("{base}/v1/messages/{id}"), key).await
+}
+
+/// The admin token of the test profile.
+pub const ADMIN: &str = "test-admin-token";
+
+/// `GET /v1/admin/actors`: the live actor tree.
+pub async fn admin_tree(base: &str) -> serde_json::Value {
+    get_json(&format!("{base}/v1/admin/actors"), ADMIN).await
+}
+
+/// Whether `carrier` (any carrier when `None`) has a bound connection on
+/// this node; false when the node does not answer.
+pub async fn carrier_bound(base: &str, carrier: Option<&str>) -> bool {
+    let Some(tree) = try_get_json(&format!("{base}/v1/admin/actors"), ADMIN).await else {
+        return false;
+    };
+    tree["carriers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["bound"] == true && carrier.is_none_or(|id| c["carrier"] == id))
 }
 
 /// `SELECT count(*) …` in the environment's database.

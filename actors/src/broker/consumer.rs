@@ -18,7 +18,7 @@ use lapin::Acker;
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::mpsc;
 
-use super::{Broker, BrokerError};
+use super::{Broker, BrokerError, Outgoing};
 
 /// How long a stopped consumer's connection stays open for acknowledgements
 /// already under way.
@@ -51,6 +51,23 @@ impl Incoming {
                 .map_err(|_| BrokerError::Timeout)??;
         }
         Ok(())
+    }
+
+    /// The next durable step, then the acknowledgement: publish `out`
+    /// (confirmed), then acknowledge; when the publish fails, give the
+    /// delivery back to its queue. Dying between the two means a
+    /// redelivery, never a loss.
+    pub async fn hand_over(self, broker: &Broker, out: &[Outgoing]) -> Result<(), BrokerError> {
+        match broker.publish_confirmed(out).await {
+            Ok(()) => {
+                let _ = self.ack().await;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.requeue().await;
+                Err(e)
+            }
+        }
     }
 
     /// Give it back to the queue, to be delivered again.

@@ -279,10 +279,7 @@ impl Broker {
     /// Take (and acknowledge) every message currently in `queue`, returning
     /// the bodies. An operator and test tool, not a consumer for the flow.
     pub async fn drain(&self, queue: &str) -> Result<Vec<Vec<u8>>, BrokerError> {
-        let connection =
-            Connection::connect(&self.inner.config.url, ConnectionProperties::default())
-                .await
-                .map_err(|e| BrokerError::Unreachable(e.to_string()))?;
+        let connection = self.inner_connection().await?;
         let channel = connection.create_channel().await?;
         let mut out = Vec::new();
         while let Some(m) = channel
@@ -298,10 +295,7 @@ impl Broker {
     /// Delete every exchange and queue of this prefix (tests, and
     /// `herald` tooling that resets an environment).
     pub async fn teardown(&self) -> Result<(), BrokerError> {
-        let connection =
-            Connection::connect(&self.inner.config.url, ConnectionProperties::default())
-                .await
-                .map_err(|e| BrokerError::Unreachable(e.to_string()))?;
+        let connection = self.inner_connection().await?;
         let channel = connection.create_channel().await?;
         self.inner.topology.delete(&channel).await?;
         let _ = connection.close(200, "teardown".into()).await;

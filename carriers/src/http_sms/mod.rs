@@ -26,7 +26,7 @@ use crate::connection::{
     CarrierConnection, CarrierError, Content, Health, Receipt, ReceiptState, Submission, Submitted,
 };
 pub use crate::http_util::AuthHeader;
-use crate::http_util::{self, HealthTracker, SignatureError};
+use crate::http_util::{self, json_scalar, HealthTracker, SignatureError};
 
 /// Placeholders a body template may use.
 pub const PLACEHOLDERS: &[&str] = &[
@@ -160,12 +160,10 @@ impl CallbackMapping {
     /// Check a callback's signature header against [`Self::signature`];
     /// always passes when no signature is configured.
     pub fn verify(&self, body: &[u8], header: Option<&str>) -> Result<(), SignatureError> {
-        let Some(sig) = &self.signature else {
-            return Ok(());
-        };
-        let header = header.ok_or(SignatureError::Missing)?;
-        let hex = header.strip_prefix("sha256=").unwrap_or(header);
-        http_util::verify_hmac_sha256_hex(sig.secret.as_bytes(), body, hex)
+        match &self.signature {
+            Some(sig) => http_util::verify_signature_header(sig.secret.as_bytes(), body, header),
+            None => Ok(()),
+        }
     }
 
     /// Read a callback body into receipts, in the order the carrier listed
@@ -189,11 +187,11 @@ impl CallbackMapping {
         for item in items {
             let carrier_ref = item
                 .pointer(&self.ref_pointer)
-                .and_then(scalar_string)
+                .and_then(json_scalar)
                 .ok_or_else(|| CallbackError::MissingRef(self.ref_pointer.clone()))?;
             let status = item
                 .pointer(&self.status_pointer)
-                .and_then(scalar_string)
+                .and_then(json_scalar)
                 .ok_or_else(|| CallbackError::MissingStatus(self.status_pointer.clone()))?;
             let Some(state) = self.lookup(&status) else {
                 tracing::warn!(status = %status, "http sms callback: unmapped carrier status skipped");
@@ -203,7 +201,7 @@ impl CallbackMapping {
                 .error_code_pointer
                 .as_deref()
                 .and_then(|p| item.pointer(p))
-                .and_then(scalar_string)
+                .and_then(json_scalar)
                 .filter(|c| !c.is_empty());
             let done_at = self
                 .timestamp_pointer
@@ -238,16 +236,6 @@ pub fn parse_callback(
     body: &[u8],
 ) -> Result<Vec<Receipt>, CallbackError> {
     mapping.parse(body)
-}
-
-/// A string, number or bool as text; `None` for null, arrays and objects.
-fn scalar_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
 }
 
 /// The values a template's placeholders take for one submission.
@@ -402,46 +390,28 @@ impl HttpSmsConnection {
         if let Some(auth) = &self.config.auth {
             request = request.header(auth.name.as_str(), auth.value.as_str());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| http_util::transport_error(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = http_util::retry_after(response.headers());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| http_util::transport_error(&e))?;
-        if !(200..300).contains(&status) {
-            let code = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| error_code_of(&v))
-                .unwrap_or_else(|| status.to_string());
+        let answer = http_util::send(request).await?;
+        let json = answer.json();
+        if !answer.is_success() {
+            let code = json
+                .as_ref()
+                .and_then(error_code_of)
+                .unwrap_or_else(|| answer.status.to_string());
             return Err(http_util::status_error(
-                status,
-                retry_after,
+                answer.status,
+                answer.retry_after,
                 code,
-                http_util::truncate_text(&bytes, 300),
+                answer.excerpt(),
             ));
         }
-        // A 2xx without an id: the carrier may have taken the message, so a
-        // retry could deliver it twice. We report it as permanent (and keep
-        // the answer) rather than risk a duplicate on the handset.
-        let answer = serde_json::from_slice::<Value>(&bytes).ok();
-        let carrier_refs = answer
+        let carrier_refs = json
             .as_ref()
             .and_then(|v| v.pointer(&self.config.id_pointer))
             .map(carrier_refs_at)
             .unwrap_or_default();
         if carrier_refs.is_empty() {
-            return Err(CarrierError::Permanent {
-                code: "no_carrier_ref".into(),
-                text: format!(
-                    "no id at {} in answer: {}",
-                    self.config.id_pointer,
-                    http_util::truncate_text(&bytes, 300)
-                ),
-            });
+            let at = format!("id at {}", self.config.id_pointer);
+            return Err(answer.missing_ref(&at));
         }
         Ok(Submitted { carrier_refs })
     }
@@ -451,8 +421,8 @@ impl HttpSmsConnection {
 /// part, for carriers that split long messages themselves).
 fn carrier_refs_at(v: &Value) -> Vec<String> {
     let ids: Vec<String> = match v {
-        Value::Array(items) => items.iter().filter_map(scalar_string).collect(),
-        other => scalar_string(other).into_iter().collect(),
+        Value::Array(items) => items.iter().filter_map(json_scalar).collect(),
+        other => json_scalar(other).into_iter().collect(),
     };
     ids.into_iter().filter(|id| !id.is_empty()).collect()
 }
@@ -462,16 +432,13 @@ fn carrier_refs_at(v: &Value) -> Vec<String> {
 fn error_code_of(v: &Value) -> Option<String> {
     ["/error/code", "/error_code", "/code", "/error"]
         .iter()
-        .find_map(|p| v.pointer(p).and_then(scalar_string))
+        .find_map(|p| v.pointer(p).and_then(json_scalar))
 }
 
 #[async_trait::async_trait]
 impl CarrierConnection for HttpSmsConnection {
     async fn submit(&self, submission: Submission) -> Result<Submitted, CarrierError> {
-        let guard = self.health.begin()?;
-        let result = self.send(&submission).await;
-        guard.finish(&result);
-        result
+        self.health.track(self.send(&submission)).await
     }
 
     fn health(&self) -> Health {

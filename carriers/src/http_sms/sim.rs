@@ -13,13 +13,14 @@
 //! `delivered`, `undelivered`, `expired` or `rejected` by the outcome mix.
 //! [`carrier_config`] is the [`HttpSmsConfig`] that talks to this simulator.
 //! `GET /stats` serves [`SimStats`]; `GET`/`PUT /faults` read and change
-//! the faults (see [`control_routes`]).
+//! the faults (see [`control_routes`](crate::http_util::sim::control_routes)).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -27,7 +28,7 @@ use super::{AuthHeader, CallbackMapping, CallbackSignature, HttpSmsConfig};
 use crate::connection::ReceiptState;
 use crate::http_util::hmac_sha256_hex;
 use crate::http_util::sim::{
-    control_routes, ms, play_delay, CallbackJob, CallbackQueue, Decision, SimCore,
+    has_bearer, phone_digits, with_retry_after, CallbackJob, CallbackQueue, Decision, SimCore,
 };
 pub use crate::http_util::sim::{Faults, SimHandle as Handle, SimRecord, SimStats};
 
@@ -155,25 +156,12 @@ struct State {
 pub async fn start(config: HttpSmsSimConfig) -> std::io::Result<Handle> {
     let core = Arc::new(SimCore::new(config.faults.clone(), config.seed));
     let (queue, queue_task) = CallbackQueue::start(core.clone());
-    let workers = config.workers.max(1);
-    let bind = config.bind;
+    let (bind, workers) = (config.bind, config.workers);
     let state = web::Data::new(State { config, queue });
-    let core_data = web::Data::from(core.clone());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(core_data.clone())
-            .app_data(web::PayloadConfig::new(64 * 1024))
-            .route("/messages", web::post().to(send))
-            .configure(control_routes)
+    Handle::serve(bind, workers, 64 * 1024, core, queue_task, move |cfg| {
+        cfg.app_data(state.clone())
+            .route("/messages", web::post().to(send));
     })
-    .workers(workers)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .bind(bind)?;
-    let addr = server.addrs().first().copied().unwrap_or(bind);
-    let server = server.run();
-    Ok(Handle::new(addr, core, server, queue_task))
 }
 
 /// Run the simulator until Ctrl-C (the `herald sim http-sms` command).
@@ -190,10 +178,7 @@ fn error(status: u16, code: &str, message: &str) -> HttpResponse {
 }
 
 fn reject(core: &SimCore, status: u16, code: &str, message: &str) -> HttpResponse {
-    core.with_stats(|s| {
-        s.received += 1;
-        s.rejected += 1;
-    });
+    core.count_rejected();
     error(status, code, message)
 }
 
@@ -205,12 +190,7 @@ async fn send(
 ) -> HttpResponse {
     let config = &state.config;
     if let Some(key) = &config.api_key {
-        let auth = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if auth.strip_prefix("Bearer ") != Some(key.as_str()) {
+        if !has_bearer(&req, key) {
             return reject(&core, 401, "unauthorized", "bad or missing API key");
         }
     }
@@ -219,8 +199,7 @@ async fn send(
     };
     let field = |name: &str| request.get(name).and_then(Value::as_str).unwrap_or("");
     let (to, from, text) = (field("to"), field("from"), field("text"));
-    let digits = to.strip_prefix('+').unwrap_or(to);
-    if digits.len() < 6 || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if phone_digits(to).is_none() {
         return reject(&core, 400, "invalid_to", "to is not an E.164 number");
     }
     if from.is_empty() {
@@ -230,22 +209,15 @@ async fn send(
         return reject(&core, 400, "invalid_text", "text is missing");
     }
 
-    let decision = core.decide();
-    play_delay(&decision).await;
-    match decision {
-        Decision::Throttle { retry_after, .. } => {
-            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            return HttpResponse::TooManyRequests()
-                .insert_header(("Retry-After", secs.to_string()))
-                .json(json!({"error": {"code": "throttled", "message": "rate cap exceeded"}}));
+    match core.decide().await {
+        Decision::Throttle { retry_after } => {
+            return with_retry_after(error(429, "throttled", "rate cap exceeded"), retry_after)
         }
-        Decision::ServerError { .. } => {
+        Decision::ServerError => {
             return error(503, "unavailable", "service temporarily unavailable")
         }
-        Decision::InjectedError { status, code, .. } => {
-            return error(status, &code, "injected error")
-        }
-        Decision::Accept { .. } => {}
+        Decision::InjectedError { status, code } => return error(status, &code, "injected error"),
+        Decision::Accept => {}
     }
 
     let id = format!("hsm_{}", core.random_hex(12));
@@ -302,14 +274,13 @@ async fn send(
                 })
                 .unwrap_or_default();
             state.queue.schedule(CallbackJob {
-                due: now + ms(after),
+                due: now + Duration::from_millis(after),
                 url: url.clone(),
                 content_type: "application/json",
                 headers,
                 body,
                 message_id: id.clone(),
                 status: status.to_owned(),
-                attempt: 0,
             });
         }
     }

@@ -17,10 +17,11 @@
 //!   means the connection is lost.
 //!
 //! Data enters through [`CarrierConnection::submit`]: the text is encoded
-//! and split (see [`crate::encoding::split`]), each part waits for a window
-//! slot (a semaphore of `window` permits: at most `window` submit_sm are
+//! and split (see [`crate::encoding::split`]), the parts wait for window
+//! slots (a semaphore of `window` permits: at most `window` submit_sm are
 //! unanswered at any time, a timed-out one keeps its slot until it is
-//! answered or the connection dies), is sent, and waits for its
+//! answered or the connection dies; a message that fits the window takes
+//! all its slots before its first part is sent), each is sent, and waits for its
 //! submit_sm_resp with a per-request timeout. It leaves as [`Submitted`]
 //! (one normalised reference per part, in order) or a [`CarrierError`].
 //!
@@ -202,7 +203,7 @@ struct Pending {
     sent_at: Instant,
     /// Window slot held until the answer arrives (not just until the
     /// submitter gives up waiting).
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// A receipt whose `deliver_sm_resp` waits for [`AckedReceipt::ack`]: the
@@ -276,7 +277,7 @@ impl SmppClient {
             out: out_tx,
             state: Mutex::new(State::default()),
             sequence: AtomicU32::new(0),
-            concat_ref: AtomicU32::new(rand_seed()),
+            concat_ref: AtomicU32::new(rand::random()),
             bound: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             errors: AtomicU64::new(0),
@@ -393,24 +394,20 @@ impl SmppClient {
             ..Default::default()
         };
 
-        // Send every part in order as window slots free up, then collect
-        // the answers.
+        // Send every part in order, then collect the answers. When the
+        // window can hold every part, all their slots are taken before the
+        // first part goes out: a message whose later parts found no slot in
+        // time would otherwise be half sent, and its retry would send the
+        // first parts again. A longer message goes out as slots free up.
+        let mut slots = match u32::try_from(parts.len()) {
+            Ok(n) if parts.len() <= c.window => Some(self.window_slots(n).await?),
+            _ => None,
+        };
         let mut waits = Vec::with_capacity(parts.len());
         for part in parts {
-            let permit = match tokio::time::timeout(
-                c.request_timeout,
-                self.inner.window.clone().acquire_owned(),
-            )
-            .await
-            {
-                Ok(Ok(p)) => p,
-                Ok(Err(_)) => return Err(self.inner.lost_error()),
-                Err(_) => {
-                    return Err(CarrierError::Temporary {
-                        code: "window_timeout".into(),
-                        text: "no window slot within the request timeout".into(),
-                    })
-                }
+            let permit = match slots.as_mut().and_then(|all| all.split(1)) {
+                Some(one) => one,
+                None => self.window_slots(1).await?,
             };
             let mut sm = template.clone();
             sm.short_message = Bytes::from(part.short_message);
@@ -447,6 +444,19 @@ impl SmppClient {
             }
         }
         Ok(Submitted { carrier_refs: refs })
+    }
+
+    /// `n` window slots, waiting at most the request timeout for them.
+    async fn window_slots(&self, n: u32) -> Result<OwnedSemaphorePermit, CarrierError> {
+        let slots = self.inner.window.clone().acquire_many_owned(n);
+        match tokio::time::timeout(self.inner.config.request_timeout, slots).await {
+            Ok(Ok(slots)) => Ok(slots),
+            Ok(Err(_)) => Err(self.inner.lost_error()),
+            Err(_) => Err(CarrierError::Temporary {
+                code: "window_timeout".into(),
+                text: "no window slot within the request timeout".into(),
+            }),
+        }
     }
 }
 
@@ -556,7 +566,7 @@ impl Inner {
                 Pending {
                     reply: tx,
                     sent_at: Instant::now(),
-                    _permit: permit,
+                    permit,
                 },
             );
         }
@@ -596,7 +606,7 @@ impl Inner {
             if st
                 .pending
                 .get(&sequence)
-                .is_some_and(|p| p._permit.is_none())
+                .is_some_and(|p| p.permit.is_none())
             {
                 st.pending.remove(&sequence);
             }
@@ -844,14 +854,6 @@ async fn keepalive(inner: Arc<Inner>) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn rand_seed() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    nanos ^ std::process::id()
 }
 
 fn permanent(code: &str, text: &str) -> CarrierError {

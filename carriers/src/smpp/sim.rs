@@ -33,6 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -257,19 +259,15 @@ pub struct ReceivedSm {
 
 mod hex_bytes {
     use bytes::Bytes;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        s.serialize_str(&hex)
+        s.serialize_str(&hex::encode(b))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         let s = String::deserialize(d)?;
-        let v: Vec<u8> = (0..s.len() / 2)
-            .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
-            .collect();
-        Ok(Bytes::from(v))
+        hex::decode(s).map(Bytes::from).map_err(D::Error::custom)
     }
 }
 
@@ -412,14 +410,6 @@ impl SmscSim {
     pub async fn start(config: SmscConfig) -> std::io::Result<SmscHandle> {
         let listener = TcpListener::bind(config.smpp_addr).await?;
         let addr = listener.local_addr()?;
-        let http = match config.http_addr {
-            Some(a) => Some(TcpListener::bind(a).await?),
-            None => None,
-        };
-        let http_addr = match &http {
-            Some(l) => Some(l.local_addr()?),
-            None => None,
-        };
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             behaviour: Mutex::new(Arc::new(config.behaviour.clone())),
@@ -437,16 +427,24 @@ impl SmscSim {
             shutdown,
             config,
         });
-        let mut tasks = vec![tokio::spawn(accept_loop(listener, shared.clone()))];
-        if let Some(l) = http {
-            tasks.push(tokio::spawn(http_loop(l, shared.clone())));
-        }
+        let control = match shared.config.http_addr {
+            Some(a) => Some(serve_control(a, shared.clone())?),
+            None => None,
+        };
+        let http_addr = control.as_ref().map(|(a, _)| *a);
+        let control = control.map(|(_, server)| {
+            let handle = server.handle();
+            tokio::spawn(server);
+            handle
+        });
+        let tasks = vec![tokio::spawn(accept_loop(listener, shared.clone()))];
         tracing::info!(target: "herald::sim::smsc", %addr, ?http_addr, "SMSC simulator listening");
         Ok(SmscHandle {
             addr,
             http_addr,
             shared,
             tasks,
+            control,
         })
     }
 
@@ -474,6 +472,8 @@ pub struct SmscHandle {
     http_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
+    /// The HTTP control server, if any.
+    control: Option<actix_web::dev::ServerHandle>,
 }
 
 impl SmscHandle {
@@ -529,6 +529,9 @@ impl SmscHandle {
     /// listening.
     pub async fn shutdown(self) {
         self.shared.shutdown.send_replace(true);
+        if let Some(control) = self.control {
+            control.stop(false).await;
+        }
         for t in self.tasks {
             t.abort();
             let _ = t.await;
@@ -559,7 +562,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 tokio::spawn(async move {
                     let mut conn = Conn::new(id, shared.clone());
                     conn.serve(stream).await;
-                    conn.unregister();
                     shared
                         .counters
                         .connections_open
@@ -639,7 +641,8 @@ struct Conn {
     in_flight: u64,
     pdus: u64,
     out_seq: u32,
-    rng: u64,
+    /// Fault and outcome draws; seeded by the connection number.
+    rng: SmallRng,
     drop_now: bool,
     inbox_tx: mpsc::UnboundedSender<Pdu>,
     inbox_rx: Option<mpsc::UnboundedReceiver<Pdu>>,
@@ -661,7 +664,7 @@ impl Conn {
             in_flight: 0,
             pdus: 0,
             out_seq: 0,
-            rng: 0x9E37_79B9_7F4A_7C15 ^ id.wrapping_mul(0xBF58_476D_1CE4_E5B9),
+            rng: SmallRng::seed_from_u64(id),
             drop_now: false,
             inbox_tx,
             inbox_rx: Some(inbox_rx),
@@ -669,13 +672,14 @@ impl Conn {
         }
     }
 
-    /// The connection is gone: keep its receipts (scheduled, or sent and
-    /// unanswered) for the next bind of the same system_id.
-    fn store_receipts(&mut self) {
+    /// The connection is gone: keep its receipts (handed over by other
+    /// binds and not yet sent, scheduled, or sent and unanswered) for the
+    /// next bind of the same system_id.
+    fn store_receipts(&mut self, mut keep: Vec<Pdu>) {
         if self.system_id.is_empty() {
             return;
         }
-        let mut keep: Vec<Pdu> = self.unacked.drain().map(|(_, p)| p).collect();
+        keep.extend(self.unacked.drain().map(|(_, p)| p));
         let timers = std::mem::take(&mut self.timers);
         for Reverse(t) in timers.into_sorted_vec().into_iter().rev() {
             match t.due {
@@ -699,14 +703,6 @@ impl Conn {
             p.sequence = self.next_seq();
             self.send_deliver(p);
         }
-    }
-
-    fn random(&mut self) -> f64 {
-        // xorshift64*: plenty for fault injection.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -779,7 +775,13 @@ impl Conn {
                 break;
             }
         }
-        self.store_receipts();
+        // Stop being a receipt target, then keep what other binds already
+        // handed over; a bind that hands one over after this finds the
+        // inbox closed and stores it itself.
+        self.unregister();
+        inbox.close();
+        let handed_over = std::iter::from_fn(|| inbox.try_recv().ok()).collect();
+        self.store_receipts(handed_over);
     }
 
     fn on_read(&mut self, rbuf: &mut BytesMut, b: &Behaviour) {
@@ -869,7 +871,7 @@ impl Conn {
                     self.forward_stored();
                 }
                 if let Some(ms) = b.enquire_link_ms {
-                    self.schedule(Instant::now() + Duration::from_millis(ms), Due::EnquireLink);
+                    self.schedule(after_ms(Instant::now(), ms), Due::EnquireLink);
                 }
             }
             Body::BindTransmitter(_) | Body::BindReceiver(_) | Body::BindTransceiver(_) => {
@@ -928,7 +930,7 @@ impl Conn {
         } else if b.max_tps.is_some_and(|tps| !shared.take_token(tps)) {
             inc(&c.throttled);
             st = status::ESME_RTHROTTLED;
-        } else if b.error_rate > 0.0 && self.random() < b.error_rate {
+        } else if b.error_rate > 0.0 && self.rng.random::<f64>() < b.error_rate {
             st = b.error_status;
         }
         let id = if st == status::ESME_ROK {
@@ -960,8 +962,8 @@ impl Conn {
             if b.early_receipt {
                 self.deliver_receipt(*receipt);
             } else {
-                let delay = Duration::from_millis(b.latency_ms + b.receipt_delay_ms);
-                self.schedule(now + delay, Due::Receipt(receipt));
+                let delay = b.latency_ms.saturating_add(b.receipt_delay_ms);
+                self.schedule(after_ms(now, delay), Due::Receipt(receipt));
             }
         }
         // Refusals (window, throttle) are immediate; answers wait the latency.
@@ -969,7 +971,7 @@ impl Conn {
             self.respond(seq, st, Some(id));
         } else {
             self.schedule(
-                now + Duration::from_millis(b.latency_ms),
+                after_ms(now, b.latency_ms),
                 Due::Resp {
                     sequence: seq,
                     status: st,
@@ -1031,21 +1033,23 @@ impl Conn {
     }
 
     fn pick_outcome(&mut self, mix: &OutcomeMix) -> u8 {
-        let total = mix.delivered + mix.undelivered + mix.expired + mix.rejected;
-        if total == 0 {
-            return 2;
-        }
-        let mut x = (self.random() * total as f64) as u32;
-        for (w, state) in [
+        let weighted = [
             (mix.delivered, 2u8),
             (mix.undelivered, 5),
             (mix.expired, 3),
             (mix.rejected, 8),
-        ] {
-            if x < w {
+        ];
+        // Summed wide: the weights come over the control API.
+        let total: u64 = weighted.iter().map(|&(w, _)| u64::from(w)).sum();
+        if total == 0 {
+            return 2;
+        }
+        let mut x = self.rng.random_range(0..total);
+        for (w, state) in weighted {
+            if x < u64::from(w) {
                 return state;
             }
-            x -= w;
+            x -= u64::from(w);
         }
         2
     }
@@ -1072,7 +1076,7 @@ impl Conn {
                         let seq = self.next_seq();
                         Pdu::new(seq, Body::EnquireLink).encode(&mut self.wbuf);
                         if let Some(ms) = b.enquire_link_ms {
-                            self.schedule(now + Duration::from_millis(ms), Due::EnquireLink);
+                            self.schedule(after_ms(now, ms), Due::EnquireLink);
                         }
                     }
                 }
@@ -1088,15 +1092,18 @@ impl Conn {
             let target = lock(&self.shared.receivers)
                 .get(&self.system_id)
                 .and_then(|v| v.first().map(|(_, tx)| tx.clone()));
-            match target {
-                Some(tx) => {
-                    let _ = tx.send(pdu);
-                }
-                None => lock(&self.shared.stored)
-                    .entry(self.system_id.clone())
-                    .or_default()
-                    .push(pdu),
-            }
+            let pdu = match target {
+                Some(tx) => match tx.send(pdu) {
+                    Ok(()) => return,
+                    // That bind is closing: store it like the others.
+                    Err(mpsc::error::SendError(pdu)) => pdu,
+                },
+                None => pdu,
+            };
+            lock(&self.shared.stored)
+                .entry(self.system_id.clone())
+                .or_default()
+                .push(pdu);
         }
     }
 
@@ -1163,6 +1170,13 @@ fn payload_after_udh(sm: &ShortMessage) -> &[u8] {
     }
 }
 
+/// `ms` milliseconds after `at`. The delays come over the control API, so
+/// one past what an `Instant` can hold means "not in this run".
+fn after_ms(at: Instant, ms: u64) -> Instant {
+    at.checked_add(Duration::from_millis(ms))
+        .unwrap_or_else(|| at + Duration::from_secs(86_400 * 365))
+}
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -1171,107 +1185,65 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 // ---------------------------------------------------------------------------
-// HTTP control endpoint: just enough HTTP/1.1 for curl and tests.
+// HTTP control endpoint.
 // ---------------------------------------------------------------------------
 
-async fn http_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.subscribe();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.wait_for(|&d| d) => return,
-        };
-        if let Ok((stream, _)) = accepted {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(10), http_conn(stream, shared)).await;
-            });
+/// Serve the control endpoint on `addr`: `GET /stats`, `GET|POST /faults`,
+/// `GET /received`, `POST /reset`. Every answer closes its connection.
+fn serve_control(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
+    use actix_web::{web, App, HttpServer};
+    let shared = web::Data::from(shared);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(shared.clone())
+            .route("/stats", web::get().to(get_stats))
+            .route("/faults", web::get().to(get_faults))
+            .route("/faults", web::post().to(post_faults))
+            .route("/received", web::get().to(get_received))
+            .route("/reset", web::post().to(post_reset))
+    })
+    .workers(1)
+    .keep_alive(actix_web::http::KeepAlive::Disabled)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(addr)?;
+    let bound = server.addrs().first().copied().unwrap_or(addr);
+    Ok((bound, server.run()))
+}
+
+type SharedData = actix_web::web::Data<Shared>;
+
+async fn get_stats(shared: SharedData) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(shared.counters.snapshot())
+}
+
+async fn get_faults(shared: SharedData) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(&*shared.behaviour())
+}
+
+async fn post_faults(shared: SharedData, patch: actix_web::web::Bytes) -> actix_web::HttpResponse {
+    let mut guard = lock(&shared.behaviour);
+    match merge_behaviour(&guard, &patch) {
+        Ok(b) => {
+            let answer = actix_web::HttpResponse::Ok().json(&b);
+            *guard = Arc::new(b);
+            answer
         }
+        Err(e) => actix_web::HttpResponse::BadRequest().json(serde_json::json!({"error": e})),
     }
 }
 
-async fn http_conn(mut stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    let (head_end, content_length) = loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..pos]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            break (pos + 4, len.min(1 << 20));
-        }
-        if buf.len() > 64 * 1024 {
-            return Ok(());
-        }
-    };
-    while buf.len() < head_end + content_length {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let body = &buf[head_end.min(buf.len())..];
-    let mut first = head.lines().next().unwrap_or("").split_whitespace();
-    let method = first.next().unwrap_or("");
-    let path = first.next().unwrap_or("");
-    let (code, json) = route(&shared, method, path, body);
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        _ => "Not Found",
-    };
-    let resp = format!(
-        "HTTP/1.1 {code} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
-        json.len()
-    );
-    stream.write_all(resp.as_bytes()).await?;
-    stream.shutdown().await
+async fn get_received(shared: SharedData) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(&*lock(&shared.received))
 }
 
-fn route(shared: &Shared, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let to_json = |v: serde_json::Result<String>| v.unwrap_or_else(|_| "null".into());
-    match (method, path) {
-        ("GET", "/stats") => (
-            200,
-            to_json(serde_json::to_string(&shared.counters.snapshot())),
-        ),
-        ("GET", "/faults") => (200, to_json(serde_json::to_string(&*shared.behaviour()))),
-        ("POST", "/faults") => {
-            let mut guard = lock(&shared.behaviour);
-            match merge_behaviour(&guard, body) {
-                Ok(b) => {
-                    let out = to_json(serde_json::to_string(&b));
-                    *guard = Arc::new(b);
-                    (200, out)
-                }
-                Err(e) => (
-                    400,
-                    to_json(serde_json::to_string(&serde_json::json!({"error": e}))),
-                ),
-            }
-        }
-        ("GET", "/received") => (
-            200,
-            to_json(serde_json::to_string(&*lock(&shared.received))),
-        ),
-        ("POST", "/reset") => {
-            lock(&shared.received).clear();
-            shared.counters.reset();
-            (200, "{}".into())
-        }
-        _ => (404, r#"{"error":"not found"}"#.into()),
-    }
+async fn post_reset(shared: SharedData) -> actix_web::HttpResponse {
+    lock(&shared.received).clear();
+    shared.counters.reset();
+    actix_web::HttpResponse::Ok().json(serde_json::json!({}))
 }
 
 /// Apply a partial JSON object onto the current behaviour.

@@ -89,9 +89,7 @@ pub fn verify_signature(
     body: &[u8],
     header: Option<&str>,
 ) -> Result<(), SignatureError> {
-    let header = header.ok_or(SignatureError::Missing)?.trim();
-    let hex = header.strip_prefix("sha256=").unwrap_or(header);
-    http_util::verify_hmac_sha256_hex(secret, body, hex)
+    http_util::verify_signature_header(secret, body, header)
 }
 
 /// The signature header value for `body` (for simulators and tests).
@@ -158,11 +156,7 @@ fn callback_fields(body: &[u8]) -> Result<HashMap<String, String>, CallbackError
             serde_json::from_slice(body).map_err(|e| CallbackError::Json(e.to_string()))?;
         return Ok(doc
             .into_iter()
-            .filter_map(|(k, v)| match v {
-                Value::String(s) => Some((k, s)),
-                Value::Number(n) => Some((k, n.to_string())),
-                _ => None,
-            })
+            .filter_map(|(k, v)| Some((k, http_util::json_scalar(&v)?)))
             .collect());
     }
     Ok(url::form_urlencoded::parse(body)
@@ -248,48 +242,33 @@ impl VoiceConnection {
         if let Some(auth) = &self.config.auth {
             request = request.header(auth.name.as_str(), auth.value.as_str());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| http_util::transport_error(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = http_util::retry_after(response.headers());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| http_util::transport_error(&e))?;
-        let answer = serde_json::from_slice::<Value>(&bytes).ok();
-        if !(200..300).contains(&status) {
-            let code = answer
+        let answer = http_util::send(request).await?;
+        let json = answer.json();
+        if !answer.is_success() {
+            let code = json
                 .as_ref()
                 .and_then(|v| v.get("code"))
-                .and_then(|c| match c {
-                    Value::Number(n) => Some(n.to_string()),
-                    Value::String(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| status.to_string());
-            let text = answer
+                .and_then(http_util::json_scalar)
+                .unwrap_or_else(|| answer.status.to_string());
+            let text = json
                 .as_ref()
                 .and_then(|v| v.get("message"))
                 .and_then(Value::as_str)
                 .map(str::to_owned)
-                .unwrap_or_else(|| http_util::truncate_text(&bytes, 300));
-            return Err(http_util::status_error(status, retry_after, code, text));
+                .unwrap_or_else(|| answer.excerpt());
+            return Err(http_util::status_error(
+                answer.status,
+                answer.retry_after,
+                code,
+                text,
+            ));
         }
-        // A 2xx without a sid: the call may be placed; do not place it twice.
-        let sid = answer
+        let sid = json
             .as_ref()
             .and_then(|v| v.get("sid"))
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| CarrierError::Permanent {
-                code: "no_carrier_ref".into(),
-                text: format!(
-                    "no sid in answer: {}",
-                    http_util::truncate_text(&bytes, 300)
-                ),
-            })?;
+            .ok_or_else(|| answer.missing_ref("sid"))?;
         Ok(Submitted {
             carrier_refs: vec![sid.to_owned()],
         })
@@ -299,10 +278,7 @@ impl VoiceConnection {
 #[async_trait::async_trait]
 impl CarrierConnection for VoiceConnection {
     async fn submit(&self, submission: Submission) -> Result<Submitted, CarrierError> {
-        let guard = self.health.begin()?;
-        let result = self.create_call(&submission).await;
-        guard.finish(&result);
-        result
+        self.health.track(self.create_call(&submission)).await
     }
 
     fn health(&self) -> Health {

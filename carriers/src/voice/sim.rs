@@ -17,20 +17,21 @@
 //! `completed` for an answered call; `ringing` then `busy` or `no-answer`;
 //! or `failed`, by the outcome mix and delays. `GET /stats` serves
 //! [`SimStats`]; `GET`/`PUT /faults` read and change the faults (see
-//! [`control_routes`]). [`carrier_config`] is the [`VoiceConfig`] for this
-//! simulator.
+//! [`control_routes`](crate::http_util::sim::control_routes)).
+//! [`carrier_config`] is the [`VoiceConfig`] for this simulator.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{sign, AuthHeader, VoiceConfig, SIGNATURE_HEADER};
 use crate::http_util::sim::{
-    control_routes, ms, play_delay, CallbackJob, CallbackQueue, Decision, SimCore,
+    has_bearer, phone_digits, with_retry_after, CallbackJob, CallbackQueue, Decision, SimCore,
 };
 pub use crate::http_util::sim::{Faults, SimHandle as Handle, SimRecord, SimStats};
 
@@ -131,26 +132,13 @@ struct State {
 pub async fn start(config: VoiceSimConfig) -> std::io::Result<Handle> {
     let core = Arc::new(SimCore::new(config.faults.clone(), config.seed));
     let (queue, queue_task) = CallbackQueue::start(core.clone());
-    let workers = config.workers.max(1);
-    let bind = config.bind;
+    let (bind, workers) = (config.bind, config.workers);
     let state = web::Data::new(State { config, queue });
-    let core_data = web::Data::from(core.clone());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(core_data.clone())
-            .app_data(web::PayloadConfig::new(64 * 1024))
-            .configure(control_routes)
+    Handle::serve(bind, workers, 64 * 1024, core, queue_task, move |cfg| {
+        cfg.app_data(state.clone())
             .route("/Calls", web::post().to(create_call))
-            .route("/{prefix:.*}/Calls", web::post().to(create_call))
+            .route("/{prefix:.*}/Calls", web::post().to(create_call));
     })
-    .workers(workers)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .bind(bind)?;
-    let addr = server.addrs().first().copied().unwrap_or(bind);
-    let server = server.run();
-    Ok(Handle::new(addr, core, server, queue_task))
 }
 
 /// Run the simulator until Ctrl-C (the `herald sim voice` command).
@@ -171,16 +159,8 @@ fn error(status: u16, code: &str, message: &str) -> HttpResponse {
 }
 
 fn reject(core: &SimCore, status: u16, code: &str, message: &str) -> HttpResponse {
-    core.with_stats(|s| {
-        s.received += 1;
-        s.rejected += 1;
-    });
+    core.count_rejected();
     error(status, code, message)
-}
-
-fn is_e164(s: &str) -> bool {
-    s.strip_prefix('+')
-        .is_some_and(|d| (6..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 async fn create_call(
@@ -191,12 +171,7 @@ async fn create_call(
 ) -> HttpResponse {
     let config = &state.config;
     if let Some(token) = &config.auth_token {
-        let auth = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if auth.strip_prefix("Bearer ") != Some(token.as_str()) {
+        if !has_bearer(&req, token) {
             return reject(&core, 401, "20003", "Authenticate");
         }
     }
@@ -205,7 +180,7 @@ async fn create_call(
         .collect();
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     let (to, from) = (field("To"), field("From"));
-    if !is_e164(to) {
+    if !to.starts_with('+') || phone_digits(to).is_none() {
         return reject(&core, 400, "21211", "Invalid 'To' Phone Number");
     }
     if from.is_empty() {
@@ -218,24 +193,13 @@ async fn create_call(
         _ => return reject(&core, 400, "21205", "Give exactly one valid Say or Play"),
     };
 
-    let decision = core.decide();
-    play_delay(&decision).await;
-    match decision {
-        Decision::Throttle { retry_after, .. } => {
-            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            let mut answer = error(429, "20429", "Too Many Requests");
-            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
-                answer
-                    .headers_mut()
-                    .insert(actix_web::http::header::RETRY_AFTER, value);
-            }
-            return answer;
+    match core.decide().await {
+        Decision::Throttle { retry_after } => {
+            return with_retry_after(error(429, "20429", "Too Many Requests"), retry_after)
         }
-        Decision::ServerError { .. } => return error(503, "20503", "Service Unavailable"),
-        Decision::InjectedError { status, code, .. } => {
-            return error(status, &code, "Injected error")
-        }
-        Decision::Accept { .. } => {}
+        Decision::ServerError => return error(503, "20503", "Service Unavailable"),
+        Decision::InjectedError { status, code } => return error(status, &code, "Injected error"),
+        Decision::Accept => {}
     }
 
     let sid = format!("CA{}", core.random_hex(16));
@@ -307,14 +271,13 @@ fn schedule_statuses(state: &State, core: &SimCore, url: &str, sid: &str, to: &s
         let body = form.finish().into_bytes();
         let signature = sign(config.callback_secret.as_bytes(), &body);
         state.queue.schedule(CallbackJob {
-            due: now + ms(after),
+            due: now + Duration::from_millis(after),
             url: url.to_owned(),
             content_type: "application/x-www-form-urlencoded",
             headers: vec![(SIGNATURE_HEADER.to_string(), signature)],
             body,
             message_id: sid.to_owned(),
             status: status.to_owned(),
-            attempt: 0,
         });
     }
 }

@@ -311,23 +311,15 @@ impl WhatsappConnection {
 
     async fn send(&self, submission: &Submission) -> Result<Submitted, CarrierError> {
         let body = request_body(submission)?;
-        let response = self
+        let request = self
             .client
             .post(&self.messages_url)
             .bearer_auth(&self.config.access_token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| http_util::transport_error(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = http_util::retry_after(response.headers());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| http_util::transport_error(&e))?;
-        let answer = serde_json::from_slice::<Value>(&bytes).ok();
-        if !(200..300).contains(&status) {
-            let error = answer.as_ref().and_then(|v| v.get("error"));
+            .json(&body);
+        let answer = http_util::send(request).await?;
+        let json = answer.json();
+        if !answer.is_success() {
+            let error = json.as_ref().and_then(|v| v.get("error"));
             let code = error.and_then(|e| e.get("code")).and_then(Value::as_i64);
             let text = match error {
                 Some(e) => {
@@ -337,26 +329,19 @@ impl WhatsappConnection {
                         None => message.to_owned(),
                     }
                 }
-                None => http_util::truncate_text(&bytes, 300),
+                None => answer.excerpt(),
             };
-            let retry_after =
-                retry_after.or(Some(Duration::from_millis(self.config.throttle_backoff_ms)));
-            return Err(classify_error(status, code, text, retry_after));
+            let retry_after = answer
+                .retry_after
+                .or(Some(Duration::from_millis(self.config.throttle_backoff_ms)));
+            return Err(classify_error(answer.status, code, text, retry_after));
         }
-        // A 2xx without a wamid: Meta may have taken the message; report it
-        // permanent rather than risk sending it twice.
-        let wamid = answer
+        let wamid = json
             .as_ref()
             .and_then(|v| v.pointer("/messages/0/id"))
             .and_then(Value::as_str)
             .filter(|id| !id.is_empty())
-            .ok_or_else(|| CarrierError::Permanent {
-                code: "no_carrier_ref".into(),
-                text: format!(
-                    "no messages[0].id in answer: {}",
-                    http_util::truncate_text(&bytes, 300)
-                ),
-            })?;
+            .ok_or_else(|| answer.missing_ref("messages[0].id"))?;
         Ok(Submitted {
             carrier_refs: vec![wamid.to_owned()],
         })
@@ -366,10 +351,7 @@ impl WhatsappConnection {
 #[async_trait::async_trait]
 impl CarrierConnection for WhatsappConnection {
     async fn submit(&self, submission: Submission) -> Result<Submitted, CarrierError> {
-        let guard = self.health.begin()?;
-        let result = self.send(&submission).await;
-        guard.finish(&result);
-        result
+        self.health.track(self.send(&submission)).await
     }
 
     fn health(&self) -> Health {

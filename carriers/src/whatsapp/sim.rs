@@ -16,22 +16,23 @@
 //! `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app_secret, body)>`: `sent`,
 //! then `delivered` (and `read`) or `failed` with `errors[]`, by the outcome
 //! mix and delays. `GET /stats` serves [`SimStats`]; `GET`/`PUT /faults`
-//! read and change the faults (see [`control_routes`]). [`carrier_config`]
-//! is the [`WhatsappConfig`] that talks to this simulator.
+//! read and change the faults (see
+//! [`control_routes`](crate::http_util::sim::control_routes)).
+//! [`carrier_config`] is the [`WhatsappConfig`] that talks to this simulator.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::webhook::{sign, SIGNATURE_HEADER};
 use super::WhatsappConfig;
 use crate::http_util::sim::{
-    control_routes, ms, play_delay, CallbackJob, CallbackQueue, Decision, SimCore,
+    has_bearer, phone_digits, with_retry_after, CallbackJob, CallbackQueue, Decision, SimCore,
 };
 pub use crate::http_util::sim::{Faults, SimHandle as Handle, SimRecord, SimStats};
 
@@ -172,33 +173,20 @@ impl State {
 pub async fn start(config: WhatsappSimConfig) -> std::io::Result<Handle> {
     let core = Arc::new(SimCore::new(config.faults.clone(), config.seed));
     let (queue, queue_task) = CallbackQueue::start(core.clone());
-    let workers = config.workers.max(1);
-    let bind = config.bind;
+    let (bind, workers) = (config.bind, config.workers);
     let state = web::Data::new(State {
         config,
         queue,
         last_send: Mutex::new(HashMap::new()),
     });
-    let core_data = web::Data::from(core.clone());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(core_data.clone())
-            .app_data(web::PayloadConfig::new(256 * 1024))
-            .configure(control_routes)
+    Handle::serve(bind, workers, 256 * 1024, core, queue_task, move |cfg| {
+        cfg.app_data(state.clone())
             .route("/{phone_number_id}/messages", web::post().to(send))
             .route(
                 "/{version}/{phone_number_id}/messages",
                 web::post().to(send),
-            )
+            );
     })
-    .workers(workers)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .bind(bind)?;
-    let addr = server.addrs().first().copied().unwrap_or(bind);
-    let server = server.run();
-    Ok(Handle::new(addr, core, server, queue_task))
 }
 
 /// Run the simulator until Ctrl-C (the `herald sim whatsapp` command).
@@ -224,10 +212,7 @@ fn meta_error(status: u16, code: i64, message: &str, details: &str) -> HttpRespo
 }
 
 fn reject(core: &SimCore, status: u16, code: i64, message: &str, details: &str) -> HttpResponse {
-    core.with_stats(|s| {
-        s.received += 1;
-        s.rejected += 1;
-    });
+    core.count_rejected();
     meta_error(status, code, message, details)
 }
 
@@ -237,10 +222,7 @@ fn validate(body: &Value) -> Result<(String, &'static str), &'static str> {
         return Err("messaging_product must be whatsapp");
     }
     let to = body.get("to").and_then(Value::as_str).unwrap_or("");
-    let digits = to.trim_start_matches('+');
-    if digits.len() < 6 || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("to is not a phone number");
-    }
+    let digits = phone_digits(to).ok_or("to is not a phone number")?;
     match body.get("type").and_then(Value::as_str).unwrap_or("text") {
         "text" => {
             let text = body.pointer("/text/body").and_then(Value::as_str);
@@ -274,12 +256,7 @@ async fn send(
     core: web::Data<SimCore>,
 ) -> HttpResponse {
     let config = &state.config;
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if auth.strip_prefix("Bearer ") != Some(config.access_token.as_str()) {
+    if !has_bearer(&req, &config.access_token) {
         return reject(&core, 401, 190, "Invalid OAuth access token", "bad token");
     }
     let phone_number_id = req.match_info().get("phone_number_id").unwrap_or("");
@@ -302,34 +279,26 @@ async fn send(
         Err(details) => return reject(&core, 400, 100, "Invalid parameter", details),
     };
 
-    let decision = core.decide();
-    play_delay(&decision).await;
-    match decision {
-        Decision::Throttle { retry_after, .. } => {
-            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            let mut answer = meta_error(
+    match core.decide().await {
+        Decision::Throttle { retry_after } => {
+            let answer = meta_error(
                 429,
                 130429,
                 "Rate limit hit",
                 "cloud API message throughput has been reached",
             );
-            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
-                answer
-                    .headers_mut()
-                    .insert(actix_web::http::header::RETRY_AFTER, value);
-            }
-            return answer;
+            return with_retry_after(answer, retry_after);
         }
-        Decision::ServerError { .. } => {
+        Decision::ServerError => {
             return HttpResponse::ServiceUnavailable()
                 .content_type("text/plain")
                 .body("Service Unavailable")
         }
-        Decision::InjectedError { status, code, .. } => {
+        Decision::InjectedError { status, code } => {
             let code = code.trim().parse::<i64>().unwrap_or(131000);
             return meta_error(status, code, "Injected error", "simulated failure");
         }
-        Decision::Accept { .. } => {}
+        Decision::Accept => {}
     }
     if state.pair_limited(&wa_id) {
         core.with_stats(|s| s.throttled += 1);
@@ -426,14 +395,13 @@ fn schedule_statuses(
         .into_bytes();
         let signature = sign(config.app_secret.as_bytes(), &body);
         state.queue.schedule(CallbackJob {
-            due: now + ms(after),
+            due: now + Duration::from_millis(after),
             url: url.to_owned(),
             content_type: "application/json",
             headers: vec![(SIGNATURE_HEADER.to_string(), signature)],
             body,
             message_id: wamid.to_owned(),
             status: status.to_owned(),
-            attempt: 0,
         });
     }
 }

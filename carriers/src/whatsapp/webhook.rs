@@ -153,11 +153,9 @@ pub fn parse_statuses(body: &[u8]) -> Result<Vec<Receipt>, WebhookError> {
             tracing::debug!(status = %word, "whatsapp webhook: untracked status skipped");
             continue;
         };
-        let error_code = status.pointer("/errors/0/code").and_then(|c| match c {
-            Value::Number(n) => Some(n.to_string()),
-            Value::String(s) => Some(s.clone()),
-            _ => None,
-        });
+        let error_code = status
+            .pointer("/errors/0/code")
+            .and_then(http_util::json_scalar);
         let done_at = status.get("timestamp").and_then(http_util::parse_timestamp);
         receipts.push(Receipt {
             carrier_ref: id.to_owned(),

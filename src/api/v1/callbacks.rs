@@ -32,11 +32,10 @@
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
 use futures::StreamExt;
-use herald_actors::broker::{BrokerError, Outgoing, Topology};
+use herald_actors::broker::{BrokerError, Outgoing};
 use herald_actors::config::{CarrierKind, CarrierSpec};
-use herald_actors::payload::{EventTask, ReceiptEvent};
+use herald_actors::events;
 use herald_carriers::http_util::SignatureError;
 use herald_carriers::{http_sms, voice, whatsapp, Receipt};
 use serde_json::json;
@@ -249,7 +248,10 @@ async fn receive_inner(
     let topology = state.broker.topology();
     let batch: Vec<Outgoing> = receipts
         .into_iter()
-        .map(|r| receipt_event(topology, &spec.id, r))
+        .map(|r| {
+            let id = receipt_event_id(&spec.id, &r);
+            events::receipt_with_id(topology, &spec.id, r, id)
+        })
         .collect();
     state
         .broker
@@ -433,23 +435,6 @@ fn receipt_event_id(carrier: &str, r: &Receipt) -> String {
         h.update(part);
     }
     format!("evt_cb_{}", &hex::encode(h.finalize())[..32])
-}
-
-/// `EventTask::ReceiptV1` on `<prefix>.events`, as `herald_actors::events::receipt`
-/// builds it for SMPP receipts, with the content-derived event id.
-fn receipt_event(topology: &Topology, carrier: &str, receipt: Receipt) -> Outgoing {
-    let event = EventTask::ReceiptV1(ReceiptEvent {
-        event_id: receipt_event_id(carrier, &receipt),
-        carrier: carrier.to_owned(),
-        receipt,
-        received_at: Utc::now(),
-    });
-    Outgoing {
-        exchange: topology.events_exchange(),
-        routing_key: "status".into(),
-        body: serde_json::to_vec(&event).expect("receipt events always serialise"),
-        priority: 0,
-    }
 }
 
 #[cfg(test)]

@@ -8,12 +8,11 @@
 //! page answers `next_after` = the `after` given.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::api::auth::Authenticated;
 use crate::api::error::ApiError;
-use crate::api::AppState;
-use crate::store::events::FeedEvent;
+use crate::api::{bounded, AppState};
 
 /// Page size bounds.
 pub const DEFAULT_PAGE: i64 = 100;
@@ -40,50 +39,19 @@ fn parse_page(query: &str) -> Result<Page, ApiError> {
         limit: DEFAULT_PAGE,
     };
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let bad = |message: String| {
-            ApiError::bad_request("invalid_parameter", message).with_field(name.to_string())
-        };
         match name.as_ref() {
-            "after" => {
-                page.after = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|a| *a >= 0)
-                    .ok_or_else(|| {
-                        bad("after must be a cursor Herald gave out (an integer >= 0)".into())
-                    })?;
-            }
-            "limit" => {
-                page.limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|l| (1..=MAX_PAGE).contains(l))
-                    .ok_or_else(|| bad(format!("limit must be between 1 and {MAX_PAGE}")))?;
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    "unknown_parameter",
-                    format!("unknown query parameter `{other}`"),
-                )
-                .with_field(other.to_owned()))
-            }
+            "after" => page.after = parse_after(&value)?,
+            "limit" => page.limit = bounded("limit", &value, 1..=MAX_PAGE)?,
+            other => return Err(ApiError::unknown_parameter(other)),
         }
     }
     Ok(page)
 }
 
-fn view(e: &FeedEvent) -> Value {
-    json!({
-        "cursor": e.event.cursor,
-        "message_id": e.message_id,
-        "seq": e.event.seq,
-        "status": e.event.status,
-        "previous_status": e.event.previous_status,
-        "final": e.event.is_final,
-        "carrier": e.event.carrier,
-        "detail": e.event.detail,
-        "at": e.event.at,
-    })
+/// An `after` cursor (also of `GET /v1/stream`): any integer `>= 0`; a
+/// cursor past the end simply answers nothing yet.
+pub fn parse_after(value: &str) -> Result<i64, ApiError> {
+    bounded("after", value, 0..=i64::MAX)
 }
 
 async fn list(
@@ -98,7 +66,7 @@ async fn list(
         .await?;
     let next_after = events.last().map_or(page.after, |e| e.event.cursor);
     Ok(HttpResponse::Ok().json(json!({
-        "data": events.iter().map(view).collect::<Vec<_>>(),
+        "data": events,
         "next_after": next_after,
     })))
 }
@@ -128,6 +96,7 @@ mod tests {
             ("after=abc", "after"),
             ("limit=0", "limit"),
             ("limit=1001", "limit"),
+            ("after=99999999999999999999", "after"),
             ("cursor=1", "cursor"),
         ] {
             let e = parse_page(q).unwrap_err();

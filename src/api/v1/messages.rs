@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::send::{validate, SendRequest};
 use crate::api::auth::Authenticated;
 use crate::api::error::{rate_limit_headers, ApiError};
-use crate::api::{from_json, read_json, AppState};
+use crate::api::{bounded, from_json, read_json, AppState};
 use crate::kv::RememberedResponse;
 use crate::message::{EventRecord, MessageRecord, MessageStatus};
 use crate::store::messages::{Inserted, MessageFilter};
@@ -276,9 +276,7 @@ fn parse_filter(query: &str) -> Result<MessageFilter, ApiError> {
         ..Default::default()
     };
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let bad = |message: String| {
-            ApiError::bad_request("invalid_parameter", message).with_field(name.to_string())
-        };
+        let bad = |message: String| ApiError::invalid_parameter(&name, message);
         match name.as_ref() {
             "status" => {
                 let status = MessageStatus::parse(&value)
@@ -286,12 +284,10 @@ fn parse_filter(query: &str) -> Result<MessageFilter, ApiError> {
                 filter.status = Some(status.as_str().to_owned());
             }
             "channel" => {
-                filter.channel = Some(match value.as_ref() {
-                    "sms" => Channel::Sms,
-                    "whatsapp" => Channel::Whatsapp,
-                    "voice" => Channel::Voice,
-                    other => return Err(bad(format!("unknown channel `{other}`"))),
-                });
+                filter.channel = Some(
+                    Channel::parse(&value)
+                        .ok_or_else(|| bad(format!("unknown channel `{value}`")))?,
+                );
             }
             "to" => filter.to = Some(value.into_owned()),
             "created_after" => {
@@ -299,13 +295,7 @@ fn parse_filter(query: &str) -> Result<MessageFilter, ApiError> {
                     .map_err(|_| bad("created_after must be an RFC 3339 time".into()))?;
                 filter.created_after = Some(at.with_timezone(&Utc));
             }
-            "limit" => {
-                filter.limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|l| (1..=MAX_PAGE).contains(l))
-                    .ok_or_else(|| bad(format!("limit must be between 1 and {MAX_PAGE}")))?;
-            }
+            "limit" => filter.limit = bounded("limit", &value, 1..=MAX_PAGE)?,
             "cursor" => {
                 let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(value.as_bytes())
@@ -315,13 +305,7 @@ fn parse_filter(query: &str) -> Result<MessageFilter, ApiError> {
                     .ok_or_else(|| bad("cursor is not one Herald gave out".into()))?;
                 filter.before_id = Some(decoded);
             }
-            other => {
-                return Err(ApiError::bad_request(
-                    "unknown_parameter",
-                    format!("unknown query parameter `{other}`"),
-                )
-                .with_field(other.to_owned()))
-            }
+            other => return Err(ApiError::unknown_parameter(other)),
         }
     }
     Ok(filter)

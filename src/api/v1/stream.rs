@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use herald_actors::TenantId;
 
 use crate::api::error::ApiError;
+use crate::api::v1::events::parse_after;
 use crate::api::AppState;
 use crate::stream::session::{self, Filter, Limits};
 use crate::stream::Hub;
@@ -35,21 +36,7 @@ fn parse_query(query: &str) -> Result<Query, ApiError> {
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match name.as_ref() {
             "access_token" => q.access_token = Some(value.into_owned()),
-            "after" => {
-                q.after = Some(
-                    value
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|a| *a >= 0)
-                        .ok_or_else(|| {
-                            ApiError::bad_request(
-                                "invalid_parameter",
-                                "after must be a cursor Herald gave out (an integer >= 0)",
-                            )
-                            .with_field("after")
-                        })?,
-                )
-            }
+            "after" => q.after = Some(parse_after(&value)?),
             "channels" => {
                 q.channels = Some(
                     value
@@ -59,13 +46,7 @@ fn parse_query(query: &str) -> Result<Query, ApiError> {
                         .collect(),
                 )
             }
-            other => {
-                return Err(ApiError::bad_request(
-                    "unknown_parameter",
-                    format!("unknown query parameter `{other}`"),
-                )
-                .with_field(other.to_owned()))
-            }
+            other => return Err(ApiError::unknown_parameter(other)),
         }
     }
     Ok(q)

@@ -202,27 +202,18 @@ fn parse_since(query: &str) -> Result<Since, ApiError> {
                     Since::Cursor(cursor.max(0))
                 } else {
                     let at = DateTime::parse_from_rfc3339(&value).map_err(|_| {
-                        ApiError::bad_request(
-                            "invalid_parameter",
+                        ApiError::invalid_parameter(
+                            "since",
                             "since must be an RFC 3339 time or a cursor",
                         )
-                        .with_field("since")
                     })?;
                     Since::Time(at.with_timezone(&Utc))
                 });
             }
-            other => {
-                return Err(ApiError::bad_request(
-                    "unknown_parameter",
-                    format!("unknown query parameter `{other}`"),
-                )
-                .with_field(other.to_owned()))
-            }
+            other => return Err(ApiError::unknown_parameter(other)),
         }
     }
-    since.ok_or_else(|| {
-        ApiError::bad_request("invalid_parameter", "since is required").with_field("since")
-    })
+    since.ok_or_else(|| ApiError::invalid_parameter("since", "since is required"))
 }
 
 async fn replay(
