@@ -108,6 +108,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         &config.routing.routes_file,
     )?);
     // --- end carrier callbacks ---
+    // `make run`: the simulators the demo carriers point at, before binding.
+    let simulators = if config.demo.simulators {
+        let callbacks = format!("http://{}:{}", config.http.host, config.http.port);
+        Some(crate::demo::Simulators::start(&callbacks).await?)
+    } else {
+        None
+    };
     let tree = if plan.carriers.is_empty() && plan.routes.is_empty() {
         tracing::warn!("no carriers or routes configured: messages wait in the ingress queues");
         None
@@ -181,6 +188,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         println!("herald listening on http://{addr}");
     }
     tracing::info!(addrs = ?server.addrs(), "herald serving");
+    if config.demo.tenant {
+        let tenant = crate::demo::ensure_tenant(&store, &config).await?;
+        if let Some(addr) = server.addrs().first() {
+            println!(
+                "{}",
+                crate::demo::welcome(&format!("http://{addr}"), tenant.as_ref())
+            );
+        }
+    }
     server.run().await?;
 
     tracing::info!("HTTP stopped; flushing accepted messages");
@@ -212,6 +228,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(tree) = &tree {
         // Stop consuming carrier queues, let submissions finish, unbind.
         let _ = tokio::time::timeout(Duration::from_secs(15), tree.send(Shutdown)).await;
+    }
+    if let Some(simulators) = simulators {
+        simulators.shutdown().await;
     }
     broker.close().await;
     upkeep.abort();

@@ -75,6 +75,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub webhooks: WebhooksConfig,
     pub stream: StreamConfig,
+    pub demo: DemoConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +171,18 @@ pub struct AdminConfig {
     pub token: Secret,
     /// Allow `POST /v1/admin/actors/{name}/crash` (chaos testing).
     pub chaos: bool,
+    /// Serve the dashboard and the admin API without a token (loopback only).
+    pub open: bool,
+}
+
+/// `make run` (`[demo]`): in-process carrier simulators and a demo tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Start the SMSC, WhatsApp and voice simulators in this process.
+    pub simulators: bool,
+    /// Create a demo tenant when there is none and print its API key once.
+    pub tenant: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -317,6 +330,18 @@ impl Config {
         }
         if self.http.host.parse::<std::net::IpAddr>().is_err() && self.http.host != "localhost" {
             return bad("http.host", "must be an IP address or localhost");
+        }
+        let loopback = self.http.host == "localhost"
+            || self
+                .http
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if self.admin.open && !loopback {
+            return bad(
+                "admin.open",
+                "serves the admin API without a token: only with a loopback http.host",
+            );
         }
         if self
             .database

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod ingest;
 pub mod kv;
 pub mod message;

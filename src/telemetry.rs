@@ -155,8 +155,18 @@ pub fn http_request(route: &str, status: u16, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
+/// Messages this process accepted since it started (the dashboard's
+/// "accepted" rate).
+static ACCEPTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Messages this process accepted since it started.
+pub fn accepted_total() -> u64 {
+    ACCEPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A message accepted.
 pub fn message_accepted(channel: &'static str) {
+    ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     counter!("herald_messages_accepted_total", "channel" => channel).increment(1);
 }
 

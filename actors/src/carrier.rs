@@ -61,6 +61,13 @@ pub struct Crash;
 #[rtype(result = "()")]
 pub struct Drain;
 
+/// Pause (`true`) or resume (`false`) the connection: while paused it stays
+/// bound but takes nothing from its queue (what it held goes back), and it
+/// reports itself unusable so routes prefer other carriers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Hold(pub bool);
+
 /// What carrier connections share across nodes: bind leases and the
 /// submission ledger.
 #[derive(Clone)]
@@ -103,6 +110,10 @@ pub struct CarrierConnection {
     failures: u32,
     restarts: u64,
     draining: bool,
+    /// Paused by the operator ([`Hold`]).
+    paused: bool,
+    /// The subscription to the carrier's queue, while consuming.
+    consuming: Option<SpawnHandle>,
     /// Told when the last submission in flight is answered while draining.
     drained: Option<tokio::sync::oneshot::Sender<()>>,
     /// Bumped at each (re)start so stale callbacks from a previous bind
@@ -141,6 +152,8 @@ impl CarrierConnection {
             failures: 0,
             restarts: 0,
             draining: false,
+            paused: false,
+            consuming: None,
             drained: None,
             generation: 0,
         }
@@ -164,13 +177,16 @@ impl CarrierConnection {
             bind: self.bind,
             bound: self.client.is_some(),
             standby,
-            usable: standby || (self.client.is_some() && self.breaker.is_usable(now)),
+            usable: !self.paused
+                && (standby || (self.client.is_some() && self.breaker.is_usable(now))),
             breaker_open: self.breaker.is_open(),
             rate: self.throttle.rate(),
             configured_rate: self.throttle.configured(),
             in_flight: self.in_flight as u32,
             pending: self.pending.len() as u32,
             restarts: self.restarts,
+            paused: self.paused,
+            latency_ms: self.vitals.latency().map(|l| l.as_secs_f64() * 1000.0),
         });
         telemetry::carrier_rate(self.id(), self.bind, self.throttle.rate());
     }
@@ -324,12 +340,18 @@ impl CarrierConnection {
             let carrier = self.spec.id.clone();
             actix::spawn(forward_receipts(broker, carrier, receipts));
         }
-        // Consume the carrier's queue.
+        if !self.paused {
+            self.consume(ctx);
+        }
+        self.report();
+    }
+
+    /// Consume the carrier's queue.
+    fn consume(&mut self, ctx: &mut Context<Self>) {
         let queue = self.broker.topology().carrier_queue(self.id());
         let prefetch = (self.window() * 2).min(u16::MAX as usize) as u16;
         let rx = self.broker.subscribe(queue, prefetch);
-        ctx.add_stream(ReceiverStream::new(rx));
-        self.report();
+        self.consuming = Some(ctx.add_stream(ReceiverStream::new(rx)));
     }
 
     /// Submit what the window, the breaker and the rate allow.
@@ -337,6 +359,9 @@ impl CarrierConnection {
         let Some(client) = self.client.clone() else {
             return;
         };
+        if self.paused {
+            return;
+        }
         while self.in_flight < self.window() && !self.pending.is_empty() {
             let Some(next) = self
                 .pending
@@ -740,13 +765,14 @@ impl Supervised for CarrierConnection {
         self.in_flight = 0;
         self.submitting.clear();
         self.pump_scheduled = false;
+        self.consuming = None;
         self.report();
     }
 }
 
 impl StreamHandler<Incoming> for CarrierConnection {
     fn handle(&mut self, incoming: Incoming, ctx: &mut Self::Context) {
-        if self.draining {
+        if self.draining || self.paused {
             return; // dropped: requeued
         }
         match serde_json::from_slice::<CarrierTask>(&incoming.body) {
@@ -778,6 +804,40 @@ impl Handler<Crash> for CarrierConnection {
 
     fn handle(&mut self, _: Crash, _: &mut Self::Context) {
         panic!("carrier connection {} crashed on request", self.spec.id);
+    }
+}
+
+impl Handler<Hold> for CarrierConnection {
+    type Result = ();
+
+    fn handle(&mut self, Hold(pause): Hold, ctx: &mut Self::Context) {
+        if pause == self.paused {
+            return;
+        }
+        self.paused = pause;
+        if pause {
+            // Stop consuming; what waits here goes back to the queue (to
+            // another bind, or to a rerouter). Submissions in flight finish.
+            if let Some(handle) = self.consuming.take() {
+                ctx.cancel_future(handle);
+            }
+            self.pending.clear();
+            tracing::info!(
+                carrier = self.id(),
+                bind = self.bind,
+                "paused by the operator"
+            );
+        } else {
+            if self.client.is_some() && self.consuming.is_none() && !self.draining {
+                self.consume(ctx);
+            }
+            tracing::info!(
+                carrier = self.id(),
+                bind = self.bind,
+                "resumed by the operator"
+            );
+        }
+        self.report();
     }
 }
 

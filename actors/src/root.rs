@@ -8,14 +8,14 @@
 //! breaker, rate, restarts), from which it tells the route actors which
 //! carriers are usable, and answers [`Snapshot`] for the admin API.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use serde::Serialize;
 
 use crate::broker::{Broker, BrokerError};
-use crate::carrier::{CarrierConnection, Crash, Drain, NodeServices};
+use crate::carrier::{CarrierConnection, Crash, Drain, Hold, NodeServices};
 use crate::config::{CarrierSpec, Plan, RouteSpec};
 use crate::health::{HealthMonitor, Ping, Restarts, Unwatch, Watch};
 use crate::ingress::IngressConsumer;
@@ -48,6 +48,10 @@ pub struct CarrierStatus {
     pub in_flight: u32,
     pub pending: u32,
     pub restarts: u64,
+    /// Paused by the operator: bound, but taking nothing from its queue.
+    pub paused: bool,
+    /// Moving average of the carrier's answer time, milliseconds.
+    pub latency_ms: Option<f64>,
 }
 
 /// A route actor (re)started.
@@ -81,6 +85,39 @@ pub struct TreeSnapshot {
     pub restarts: HashMap<String, u32>,
     /// Messages waiting in each carrier's queue (last reading).
     pub queue_depths: HashMap<String, u32>,
+    /// Carriers paused by the operator on this node.
+    pub paused: BTreeSet<String>,
+    /// Paused carriers whose queues are being re-routed.
+    pub draining: BTreeSet<String>,
+}
+
+/// An operator's control over a carrier (admin API, on this node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarrierAction {
+    /// Stay bound, take nothing from the queue; routes prefer other carriers.
+    Pause,
+    /// Take work again (ends a drain too).
+    Resume,
+    /// Pause, and send what waits in the queue through its routes to other
+    /// usable carriers now.
+    Drain,
+}
+
+/// Why a [`Control`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("no carrier {0}")]
+    UnknownCarrier(String),
+    #[error("carrier {0} has no other usable carrier on its routes to take its queue")]
+    NoAlternative(String),
+}
+
+/// Apply a [`CarrierAction`] to every bind of a carrier on this node.
+#[derive(Message)]
+#[rtype(result = "Result<(), ControlError>")]
+pub struct Control {
+    pub carrier: String,
+    pub action: CarrierAction,
 }
 
 /// Make an actor panic (chaos testing). Names: `carrier:<id>:<bind>`,
@@ -144,6 +181,9 @@ pub struct Root {
     unusable_since: HashMap<String, std::time::Instant>,
     rerouters: HashMap<String, Addr<Rerouter>>,
     depths: HashMap<String, u32>,
+    /// Carriers paused by the operator, and those of them being drained.
+    paused: BTreeSet<String>,
+    draining: BTreeSet<String>,
 }
 
 /// Declare the carriers' queues, then start the tree.
@@ -171,6 +211,8 @@ pub async fn start(
         unusable_since: HashMap::new(),
         rerouters: HashMap::new(),
         depths: HashMap::new(),
+        paused: BTreeSet::new(),
+        draining: BTreeSet::new(),
     };
     Ok(root.start())
 }
@@ -228,17 +270,15 @@ impl Root {
                 continue;
             }
             let held_here = self.status.iter().any(|((c, _), s)| c == id && !s.standby);
-            if !held_here {
+            // A paused carrier keeps its queue, unless it is being drained.
+            let paused = self.paused.contains(id);
+            let draining = self.draining.contains(id);
+            if !held_here || (paused && !draining) {
                 continue;
             }
             let since = *self.unusable_since.entry(id.clone()).or_insert(now);
-            let overdue = now.duration_since(since) >= spec.reroute_after();
-            let alternative = self.plan.routes.iter().any(|r| {
-                r.carriers.contains(id)
-                    && r.carriers
-                        .iter()
-                        .any(|c| c != id && self.usable.get(c).copied().unwrap_or(false))
-            });
+            let overdue = draining || now.duration_since(since) >= spec.reroute_after();
+            let alternative = self.has_alternative(id);
             if overdue && alternative && !self.rerouters.contains_key(id) {
                 let addr = Rerouter::new(id.clone(), self.broker.clone(), ctx.address()).start();
                 self.rerouters.insert(id.clone(), addr);
@@ -261,6 +301,16 @@ impl Root {
             }
             me.do_send(QueueDepths(depths));
         });
+    }
+
+    /// Whether a route of `carrier` has another carrier usable now.
+    fn has_alternative(&self, carrier: &str) -> bool {
+        self.plan.routes.iter().any(|r| {
+            r.carriers.iter().any(|c| c == carrier)
+                && r.carriers
+                    .iter()
+                    .any(|c| c != carrier && self.usable.get(c).copied().unwrap_or(false))
+        })
     }
 
     fn broadcast_routes(&self) {
@@ -333,6 +383,9 @@ impl Root {
                 self.lease.clone(),
             );
             let addr = Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m, l));
+            if self.paused.contains(&spec.id) {
+                addr.do_send(Hold(true));
+            }
             self.carriers.insert((spec.id.clone(), bind), addr.clone());
             monitor.do_send(Watch {
                 name: format!("carrier:{}:{bind}", spec.id),
@@ -452,7 +505,55 @@ impl Handler<CarrierStarted> for Root {
     type Result = ();
 
     fn handle(&mut self, msg: CarrierStarted, _: &mut Self::Context) {
+        if self.paused.contains(&msg.carrier) {
+            msg.addr.do_send(Hold(true));
+        }
         self.carriers.insert((msg.carrier, msg.bind), msg.addr);
+    }
+}
+
+impl Handler<Control> for Root {
+    type Result = Result<(), ControlError>;
+
+    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) -> Self::Result {
+        let id = msg.carrier;
+        if self.plan.carrier(&id).is_none() {
+            return Err(ControlError::UnknownCarrier(id));
+        }
+        match msg.action {
+            CarrierAction::Pause => {
+                self.paused.insert(id.clone());
+            }
+            CarrierAction::Resume => {
+                self.paused.remove(&id);
+                self.draining.remove(&id);
+                // Re-routing stops now, not when the binds next report; and
+                // an unusable spell starts afresh from here.
+                if let Some(r) = self.rerouters.remove(&id) {
+                    r.do_send(StopRerouting);
+                }
+                self.unusable_since.remove(&id);
+            }
+            CarrierAction::Drain => {
+                if !self.has_alternative(&id) {
+                    return Err(ControlError::NoAlternative(id));
+                }
+                self.paused.insert(id.clone());
+                self.draining.insert(id.clone());
+            }
+        }
+        let hold = self.paused.contains(&id);
+        for ((carrier, _), addr) in &self.carriers {
+            if *carrier == id {
+                addr.do_send(Hold(hold));
+            }
+        }
+        tracing::info!(carrier = %id, action = ?msg.action, "operator control");
+        // Routes learn from the binds' reports; re-routing starts at once.
+        if msg.action == CarrierAction::Drain {
+            self.check_reroutes(ctx);
+        }
+        Ok(())
     }
 }
 
@@ -600,6 +701,8 @@ impl Handler<Snapshot> for Root {
         let shards = (0..self.broker.topology().shards()).collect();
         let monitor = self.monitor.clone();
         let queue_depths = self.depths.clone();
+        let paused = self.paused.clone();
+        let draining = self.draining.clone();
         Box::pin(async move {
             let restarts = match monitor {
                 Some(m) => m.send(Restarts).await.unwrap_or_default(),
@@ -611,6 +714,8 @@ impl Handler<Snapshot> for Root {
                 carriers,
                 restarts,
                 queue_depths,
+                paused,
+                draining,
             }
         })
     }

@@ -52,6 +52,11 @@ pub struct Vitals {
 }
 
 impl Vitals {
+    /// Moving average of the round-trip latency, once there is one.
+    pub fn latency(&self) -> Option<Duration> {
+        self.average.map(Duration::from_secs_f64)
+    }
+
     /// Record one answer (`error`: a temporary failure or timeout).
     pub fn observe(&mut self, latency: Duration, error: bool, now: Instant) -> Option<Strain> {
         let l = latency.as_secs_f64();

@@ -11,10 +11,19 @@
 //! - `GET /v1/admin/receipts/unmatched?older_than_seconds=&limit=`: receipts
 //!   that matched no message for a long while (also the
 //!   `herald_receipts_unmatched` gauge).
+//! - `POST /v1/admin/carriers/{id}/pause|resume|drain`: the operator's hold
+//!   on a carrier, on this node (see `herald_actors::root::CarrierAction`).
+//! - `GET /v1/admin/webhooks`: every tenant's webhook endpoints with their
+//!   failures over the last day.
+//! - `POST /v1/admin/messages?tenant_id=`: send a test message as a tenant
+//!   (the oldest one by default); the body is a `POST /v1/messages` body.
+//!
+//! With `admin.open = true` (development, loopback only) no token is needed.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use herald_actors::root::{CrashActor, Snapshot};
+use chrono::SubsecRound;
+use herald_actors::root::{CarrierAction, Control, ControlError, CrashActor, Snapshot};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
@@ -40,12 +49,164 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/admin/receipts/unmatched")
             .route(web::get().to(unmatched))
             .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/admin/carriers/{id}/pause")
+            .route(web::post().to(pause))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/admin/carriers/{id}/resume")
+            .route(web::post().to(resume))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/admin/carriers/{id}/drain")
+            .route(web::post().to(drain))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/admin/webhooks")
+            .route(web::get().to(webhooks))
+            .default_service(web::to(super::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/admin/messages")
+            .route(web::post().to(test_message))
+            .default_service(web::to(super::method_not_allowed)),
     );
 }
+
+async fn pause(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    control(&req, &state, path.into_inner(), CarrierAction::Pause).await
+}
+
+async fn resume(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    control(&req, &state, path.into_inner(), CarrierAction::Resume).await
+}
+
+async fn drain(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    control(&req, &state, path.into_inner(), CarrierAction::Drain).await
+}
+
+async fn control(
+    req: &HttpRequest,
+    state: &AppState,
+    carrier: String,
+    action: CarrierAction,
+) -> Result<HttpResponse, ApiError> {
+    authorize(req, state)?;
+    let tree = state.tree.as_ref().ok_or_else(no_tree)?;
+    let answer = tree
+        .send(Control {
+            carrier: carrier.clone(),
+            action,
+        })
+        .await
+        .map_err(|_| no_tree())?;
+    match answer {
+        Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({
+            "carrier": carrier,
+            "paused": action != CarrierAction::Resume,
+            "draining": action == CarrierAction::Drain,
+        }))),
+        Err(ControlError::UnknownCarrier(_)) => Err(ApiError::not_found("carrier")),
+        Err(e @ ControlError::NoAlternative(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_alternative",
+            e.to_string(),
+        )),
+    }
+}
+
+async fn webhooks(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    if let Some(name) = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .map(|(name, _)| name)
+        .next()
+    {
+        return Err(ApiError::unknown_parameter(&name));
+    }
+    let data = state.store.endpoint_health(100).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+}
+
+/// Send a test message as a tenant, through the same validation and
+/// acceptance as `POST /v1/messages` (no rate limit, no idempotency key).
+async fn test_message(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let mut tenant_id = None;
+    for (name, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+        match name.as_ref() {
+            "tenant_id" => tenant_id = Some(value.into_owned()),
+            other => return Err(ApiError::unknown_parameter(other)),
+        }
+    }
+    let raw = super::read_json(&req, payload, state.config.http.max_body_bytes).await?;
+    let send: super::v1::send::SendRequest = super::from_json(raw)?;
+    let tenants = state.store.list_tenants().await?;
+    let tenant = match &tenant_id {
+        Some(id) => tenants.iter().find(|t| t.id.as_str() == id),
+        None => tenants.first(),
+    }
+    .ok_or_else(|| {
+        ApiError::invalid(
+            "unknown_tenant",
+            "tenant_id",
+            "no such tenant (create one with `herald tenant create`)",
+        )
+    })?;
+    let now = chrono::Utc::now().trunc_subsecs(6);
+    let message = super::v1::send::validate(send, tenant, &state.config.limits, now)?;
+    let channel = message.channel;
+    state.ingest.accept(message.clone()).await?;
+    crate::telemetry::message_accepted(channel.as_str());
+    Ok(HttpResponse::Accepted().json(super::v1::messages::view(&message)))
+}
+
+/// The parts of the OpenAPI document (`api::openapi`) for this module.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(actors, crash, reload, unmatched))]
+pub struct Api;
 
 /// Longest age `older_than_seconds` may ask for (a year).
 const MAX_AGE_SECONDS: u64 = 366 * 24 * 3600;
 
+/// Receipts that matched no message for a long while.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/receipts/unmatched",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(
+        ("older_than_seconds" = Option<u64>, Query, maximum = 31_622_400,
+            description = "Parked at least this long (default `projector.unmatched_after_seconds`)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Oldest first", body = crate::api::schemas::UnmatchedReceipts),
+        (status = 400, description = "`invalid_parameter`, `unknown_parameter`", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "Wrong admin token", body = crate::api::schemas::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "PostgreSQL unavailable", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn unmatched(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let mut older_than = state.config.projector.unmatched_after_seconds;
@@ -102,6 +263,23 @@ pub async fn reload_routing(
     Ok(summary)
 }
 
+/// Read the carriers and routes files again and apply them (as SIGHUP does).
+///
+/// Unchanged routes and carriers keep running; new ones start; removed ones
+/// retire. A file that does not load is refused and changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/routing/reload",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Applied", body = crate::api::schemas::ReloadSummary),
+        (status = 401, description = "Wrong admin token", body = crate::api::schemas::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::api::schemas::ErrorBody),
+        (status = 422, description = "`invalid_routing`: the files do not load", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`actors_unavailable`: no actor tree on this node", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn reload(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     state.tree.as_ref().ok_or_else(no_tree)?;
@@ -115,7 +293,21 @@ async fn reload(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     }
 }
 
-fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+pub(crate) fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let given = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    authorize_token(given, state)
+}
+
+/// Check an admin token given some other way (a WebSocket's query).
+pub(crate) fn authorize_token(given: &str, state: &AppState) -> Result<(), ApiError> {
+    if state.config.admin.open {
+        return Ok(());
+    }
     let token = state.config.admin.token.expose();
     if token.is_empty() {
         return Err(ApiError::new(
@@ -124,12 +316,6 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
             "the admin API is disabled (admin.token is empty)",
         ));
     }
-    let given = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         Ok(())
     } else {
@@ -145,6 +331,19 @@ fn no_tree() -> ApiError {
     )
 }
 
+/// The live supervision tree of this node.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/actors",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Shards, routes, carrier binds and restarts", body = crate::api::schemas::ActorTree),
+        (status = 401, description = "Wrong admin token", body = crate::api::schemas::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`actors_unavailable`: no actor tree on this node", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let tree = state.tree.as_ref().ok_or_else(no_tree)?;
@@ -152,6 +351,23 @@ async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     Ok(HttpResponse::Ok().json(snapshot))
 }
 
+/// Make an actor panic, to watch supervision bring it back.
+///
+/// Only with `admin.chaos = true`.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/actors/{name}/crash",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("name" = String, Path, description = "`carrier:<id>:<bind>` or `route:<id>`", example = "carrier:mtn-rw:0")),
+    responses(
+        (status = 202, description = "The actor panicked", body = crate::api::schemas::Crashed),
+        (status = 401, description = "Wrong admin token", body = crate::api::schemas::ErrorBody),
+        (status = 403, description = "`admin_disabled`, `chaos_disabled`", body = crate::api::schemas::ErrorBody),
+        (status = 404, description = "No such actor", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`actors_unavailable`: no actor tree on this node", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn crash(
     req: HttpRequest,
     path: web::Path<String>,

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod middleware;
 pub mod ops;
@@ -64,7 +65,22 @@ impl AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(ops::routes)
         .configure(v1::routes)
-        .configure(admin::routes);
+        .configure(admin::routes)
+        .configure(dashboard::routes);
+}
+
+/// Upgrade a request to a WebSocket; 400 `websocket_required` when it is not
+/// an upgrade request.
+pub fn upgrade(
+    req: &HttpRequest,
+    body: web::Payload,
+) -> Result<(HttpResponse, actix_ws::Session, actix_ws::MessageStream), ApiError> {
+    actix_ws::handle(req, body).map_err(|e| {
+        ApiError::bad_request(
+            "websocket_required",
+            format!("not a WebSocket upgrade: {e}"),
+        )
+    })
 }
 
 /// Answer for paths that match nothing.

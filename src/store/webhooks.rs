@@ -510,4 +510,50 @@ impl Store {
         })
         .await
     }
+
+    /// Every tenant's endpoints (not deleted) with their attempts over the
+    /// last day, most failing first, at most `limit`.
+    pub async fn endpoint_health(&self, limit: i64) -> Result<Vec<EndpointHealth>, StoreError> {
+        self.with(|c| async move {
+            let rows = c
+                .query(
+                    "SELECT e.id, e.tenant_id, e.url, e.enabled, e.failing_since, \
+                            count(a.id) FILTER (WHERE a.outcome IN ('retrying', 'failed')) AS failures, \
+                            count(a.id) FILTER (WHERE a.outcome = 'succeeded') AS successes \
+                     FROM webhook_endpoints e \
+                     LEFT JOIN webhook_attempts a \
+                       ON a.endpoint_id = e.id AND a.created_at > now() - interval '1 day' \
+                     WHERE e.deleted_at IS NULL \
+                     GROUP BY e.id \
+                     ORDER BY failures DESC, e.created_at, e.id LIMIT $1",
+                    &[&limit],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| EndpointHealth {
+                    id: r.get(0),
+                    tenant_id: r.get(1),
+                    url: r.get(2),
+                    enabled: r.get(3),
+                    failing_since: r.get(4),
+                    failures_24h: r.get(5),
+                    successes_24h: r.get(6),
+                })
+                .collect())
+        })
+        .await
+    }
+}
+
+/// An endpoint's recent record (the dashboard).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EndpointHealth {
+    pub id: String,
+    pub tenant_id: String,
+    pub url: String,
+    pub enabled: bool,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub failures_24h: i64,
+    pub successes_24h: i64,
 }

@@ -195,6 +195,8 @@ pub struct Herald {
     pub child: Child,
     pub url: String,
     pub stderr_log: std::path::PathBuf,
+    /// Every line Herald printed on stdout so far.
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Herald {
@@ -220,11 +222,14 @@ impl Herald {
             .expect("spawn herald serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let printed = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("herald listening on ") {
                     let _ = tx.send(url.trim().to_owned());
                 }
+                printed.lock().unwrap().push(line);
             }
         });
         let url = match rx.recv_timeout(Duration::from_secs(60)) {
@@ -241,6 +246,7 @@ impl Herald {
             child,
             url,
             stderr_log,
+            stdout: lines,
         }
     }
 
@@ -250,8 +256,16 @@ impl Herald {
 
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        self.signal("TERM", within)
+    }
+
+    /// Send `signal` (e.g. "INT", what Ctrl-C sends) and wait for the exit status.
+    pub fn signal(&mut self, signal: &str, within: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -259,7 +273,7 @@ impl Herald {
             }
             assert!(
                 Instant::now() < deadline,
-                "herald did not exit after SIGTERM"
+                "herald did not exit after SIG{signal}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -89,12 +89,7 @@ async fn connect(
         .tenant_by_key_hash(&hash_api_key(&key))
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
-    let (response, session, inbound) = actix_ws::handle(&req, body).map_err(|e| {
-        ApiError::bad_request(
-            "websocket_required",
-            format!("not a WebSocket upgrade: {e}"),
-        )
-    })?;
+    let (response, session, inbound) = crate::api::upgrade(&req, body)?;
     // Subscribe before the replay starts: nothing falls between the two.
     let live = hub.subscribe();
     let limits = Limits {
