@@ -239,6 +239,13 @@ pub fn projector_failed(kind: &'static str, error: &dyn std::fmt::Display) {
     tracing::warn!(target: "herald::projector", kind, %error, "status batch failed");
 }
 
+/// A status entered the event log (committed), by channel and status: the
+/// whole life of messages, receipts included (`delivered`, `read`, …).
+pub fn status_logged(channel: &str, status: &str) {
+    counter!("herald_message_statuses_total", "channel" => channel.to_owned(), "status" => status.to_owned())
+        .increment(1);
+}
+
 /// An event sent to `<prefix>.dead`.
 pub fn projector_dead_lettered() {
     counter!("herald_projector_dead_lettered_total").increment(1);

@@ -584,6 +584,8 @@ impl Handler<CarrierStatus> for Root {
 fn carrier_state_name(s: &CarrierStatus) -> &'static str {
     if s.standby {
         "standby"
+    } else if s.paused {
+        "paused"
     } else if !s.bound {
         "unbound"
     } else if s.breaker_open {

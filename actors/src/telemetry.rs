@@ -74,7 +74,14 @@ pub fn publish_failed(what: &'static str, error: &dyn std::fmt::Display) {
 
 /// Every state of a carrier connection, as a 0/1 gauge per state.
 pub fn carrier_state(carrier: &str, bind: u32, state: &'static str) {
-    for s in ["bound", "unbound", "breaker_open", "throttled"] {
+    for s in [
+        "bound",
+        "unbound",
+        "standby",
+        "paused",
+        "breaker_open",
+        "throttled",
+    ] {
         gauge!("herald_carrier_state", "carrier" => carrier.to_owned(), "bind" => bind.to_string(), "state" => s)
             .set(if s == state { 1.0 } else { 0.0 });
     }

@@ -327,6 +327,7 @@ impl Worker {
             .await?;
         telemetry::projector_batch(events.len(), started.elapsed(), &report);
         for p in projected {
+            telemetry::status_logged(&p.event.channel, &p.event.status);
             // No subscriber is fine: the log is the source of truth.
             let _ = self.changes.send(Arc::new(StatusChange::from(p)));
         }
