@@ -60,7 +60,9 @@ fi
 if ! answers 5672; then
   say "RabbitMQ is not answering on 127.0.0.1:5672; starting it"
   command -v rabbitmq-server >/dev/null || install rabbitmq-server || { say "could not install rabbitmq-server"; failed=1; }
-  rabbitmq-server -detached >/dev/null 2>&1 || true
+  # Each quorum queue holds files open: start with the open-files soft limit
+  # raised to the hard limit (often 1024 vs far more), in a subshell.
+  (ulimit -n "$(ulimit -Hn)" 2>/dev/null; rabbitmq-server -detached >/dev/null 2>&1) || true
   timeout 120 rabbitmqctl await_startup >/dev/null 2>&1 || true
   wait_for 5672 60 || { say "RabbitMQ did not come up"; failed=1; }
 fi
