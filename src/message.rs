@@ -9,7 +9,7 @@ use herald_carriers::{Channel, Content};
 use serde::Serialize;
 
 /// Where a message stands. Moves forward only (see DESIGN.md, status model).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
     Scheduled,

@@ -5,9 +5,12 @@
 pub mod admin;
 pub mod auth;
 pub mod dashboard;
+pub mod docs;
 pub mod error;
 pub mod middleware;
+pub mod openapi;
 pub mod ops;
+pub mod schemas;
 pub mod v1;
 
 use std::sync::Arc;
@@ -66,7 +69,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(ops::routes)
         .configure(v1::routes)
         .configure(admin::routes)
-        .configure(dashboard::routes);
+        .configure(dashboard::routes)
+        .configure(openapi::routes)
+        .configure(docs::routes);
 }
 
 /// Upgrade a request to a WebSocket; 400 `websocket_required` when it is not

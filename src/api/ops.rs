@@ -12,10 +12,35 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
+/// The parts of the OpenAPI document (`api::openapi`) for this module.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(healthz, readyz, metrics))]
+pub struct Api;
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    responses((status = 200, description = "Alive", body = crate::api::schemas::Health))
+)]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// Readiness: PostgreSQL, RabbitMQ and Redis all answer.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Ready", body = crate::api::schemas::Readiness),
+        (status = 503, description = "A dependency does not answer; `failing` names it",
+            body = crate::api::schemas::Readiness,
+            example = json!({"status": "unavailable", "failing": ["rabbitmq"],
+                "checks": {"postgres": "ok", "rabbitmq": "unavailable", "redis": "ok"}})),
+    )
+)]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let (db, broker, redis) = futures::join!(
         state.store.ping(),
@@ -58,6 +83,14 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Prometheus metrics (text exposition format 0.0.4).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses((status = 200, description = "`herald_*` metrics (the README lists them)",
+        content_type = "text/plain; version=0.0.4", body = String))
+)]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

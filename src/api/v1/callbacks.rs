@@ -54,6 +54,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// The parts of the OpenAPI document (`api::openapi`) for this module.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(receive, handshake))]
+pub struct Api;
+
 /// How one callback ended; the `outcome` label of `herald_callbacks_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -215,6 +220,40 @@ fn carrier(state: &AppState, id: &str) -> Result<CarrierSpec, CallbackError> {
 }
 
 /// `POST /v1/callbacks/{carrier_id}`.
+/// A carrier's receipts (HTTP SMS, WhatsApp Cloud API, voice).
+///
+/// No API key: verified with the carrier's own secret, in constant time.
+/// WhatsApp: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`
+/// with `app_secret`; HTTP SMS: the configured header and secret, if any;
+/// voice: `X-Voice-Signature: <hex>` with `callback_secret`. Answered 200
+/// only once RabbitMQ confirmed the receipts.
+#[utoipa::path(
+    post,
+    path = "/v1/callbacks/{carrier_id}",
+    tag = "callbacks",
+    operation_id = "carrier_callback",
+    params(
+        ("carrier_id" = String, Path, description = "The carrier's `id` in the carriers file", example = "whatsapp-cloud"),
+        ("X-Hub-Signature-256" = Option<String>, Header, description = "WhatsApp carriers"),
+        ("X-Voice-Signature" = Option<String>, Header, description = "Voice carriers"),
+    ),
+    request_body(description = "The carrier's own format: Meta's webhook JSON, the HTTP SMS carrier's JSON \
+(read by its `callback` mapping), or voice form-encoded / JSON `CallSid`, `CallStatus`, `ErrorCode`, `Timestamp`",
+        content(
+            ("application/json", example = json!({"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {"statuses": [
+                {"id": "wamid.HBgM", "status": "delivered", "timestamp": "1763859000", "recipient_id": "250788123456"}]}}]}]})),
+            ("application/x-www-form-urlencoded"),
+        )),
+    responses(
+        (status = 200, description = "Receipts published", body = crate::api::schemas::CallbackReceived),
+        (status = 400, description = "`invalid_json`, `missing_field`, …: a body Herald cannot read", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "`invalid_signature`: nothing recorded", body = crate::api::schemas::ErrorBody),
+        (status = 404, description = "`not_found`: unknown carrier, or an SMPP one", body = crate::api::schemas::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`service_unavailable`: RabbitMQ away; retry", body = crate::api::schemas::ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds"))),
+    )
+)]
 async fn receive(
     req: HttpRequest,
     path: web::Path<String>,
@@ -262,6 +301,26 @@ async fn receive_inner(
 }
 
 /// `GET /v1/callbacks/{carrier_id}`: WhatsApp's subscription handshake.
+/// Meta's subscription handshake for a WhatsApp carrier.
+#[utoipa::path(
+    get,
+    path = "/v1/callbacks/{carrier_id}",
+    tag = "callbacks",
+    operation_id = "carrier_callback_handshake",
+    params(
+        ("carrier_id" = String, Path, description = "The carrier's `id` in the carriers file"),
+        ("hub.mode" = String, Query, description = "`subscribe`"),
+        ("hub.verify_token" = String, Query, description = "Must be the carrier's `verify_token`"),
+        ("hub.challenge" = String, Query, description = "Echoed back when the token matches"),
+    ),
+    responses(
+        (status = 200, description = "The challenge", content_type = "text/plain", body = String),
+        (status = 400, description = "`invalid_parameter`, `missing_parameter`", body = crate::api::schemas::ErrorBody),
+        (status = 403, description = "`invalid_verify_token`", body = crate::api::schemas::ErrorBody),
+        (status = 404, description = "`not_found`: unknown carrier, or an SMPP one", body = crate::api::schemas::ErrorBody),
+        (status = 405, description = "`method_not_allowed`: the carrier has no handshake", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn handshake(
     req: HttpRequest,
     path: web::Path<String>,

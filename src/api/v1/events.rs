@@ -26,6 +26,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// The parts of the OpenAPI document (`api::openapi`) for this module.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list))]
+pub struct Api;
+
 /// The query of one page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Page {
@@ -54,6 +59,26 @@ pub fn parse_after(value: &str) -> Result<i64, ApiError> {
     bounded("after", value, 0..=i64::MAX)
 }
 
+/// The tenant's status events in cursor order, to catch up.
+///
+/// Pass `next_after` as the next `after`: paging sees every event once.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "list_events",
+    security(("tenant_key" = [])),
+    params(
+        ("after" = Option<i64>, Query, minimum = 0, description = "Events after this cursor (default 0: from the start)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = crate::api::schemas::EventPage),
+        (status = 400, description = "`invalid_parameter`, `unknown_parameter`", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "`unauthorized`", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`service_unavailable`", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -49,6 +49,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// The parts of the OpenAPI document (`api::openapi`) for this module.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, list, show))]
+pub struct Api;
+
 /// The JSON shape of a message.
 pub fn view(m: &MessageRecord) -> Value {
     let mut v = json!({
@@ -154,6 +159,76 @@ fn location(id: &MessageId) -> String {
     format!("/v1/messages/{id}")
 }
 
+/// Send a message.
+///
+/// Validated, rate-limited, and stored in PostgreSQL before the answer: a
+/// 202 means Herald has it. The same `Idempotency-Key` with the same body
+/// within 24 h answers the original 202 again (`Idempotent-Replayed: true`)
+/// and creates nothing. A refused request stores nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    tag = "messages",
+    operation_id = "send_message",
+    security(("tenant_key" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1-255 printable ASCII characters; makes retries safe", example = "order-1234"),
+    ),
+    request_body(
+        content = super::send::SendRequest,
+        content_type = "application/json",
+        examples(
+            ("sms" = (summary = "An SMS", value = json!({
+                "channel": "sms", "to": "+250788123456", "from": "HERALD",
+                "body": "Muraho! Your code is 4321"}))),
+            ("sms_scheduled" = (summary = "A high-priority SMS, scheduled, with metadata", value = json!({
+                "channel": "sms", "to": "+256772123456", "from": "KAMPALA",
+                "body": "Your parcel arrives today", "priority": "high",
+                "scheduled_at": "2026-12-01T08:00:00Z", "validity_seconds": 3600,
+                "callback_url": "https://example.com/herald", "metadata": {"order": "1234"}}))),
+            ("whatsapp_text" = (summary = "A WhatsApp text", value = json!({
+                "channel": "whatsapp", "to": "+250788123456", "from": "+250780000001",
+                "body": "Your order has shipped"}))),
+            ("whatsapp_template" = (summary = "A WhatsApp template", value = json!({
+                "channel": "whatsapp", "to": "+243812345678", "from": "+250780000001",
+                "template": {"name": "otp", "language": "fr", "params": ["123456"]}}))),
+            ("voice_say" = (summary = "A voice call that speaks", value = json!({
+                "channel": "voice", "to": "+250788123456", "from": "+250780000002",
+                "say": "Your code is 4 3 2 1"}))),
+            ("voice_audio" = (summary = "A voice call that plays audio", value = json!({
+                "channel": "voice", "to": "+256772123456", "from": "+250780000002",
+                "audio_url": "https://example.com/greeting.mp3"}))),
+        )
+    ),
+    responses(
+        (status = 202, description = "Accepted and stored (status `queued`, or `scheduled`)",
+            body = crate::api::schemas::Message,
+            headers(
+                ("Location" = String, description = "`/v1/messages/{id}`"),
+                ("RateLimit-Limit" = u32, description = "Messages per second allowed"),
+                ("RateLimit-Remaining" = u32, description = "Left in the current burst"),
+                ("RateLimit-Reset" = u32, description = "Seconds until the burst is full again"),
+                ("Idempotent-Replayed" = String, description = "`true` when this answers an earlier request with the same key"),
+            )),
+        (status = 400, description = "`invalid_json` (with line and column), `invalid_idempotency_key`", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong API key", body = crate::api::schemas::ErrorBody),
+        (status = 403, description = "`channel_not_allowed`", body = crate::api::schemas::ErrorBody),
+        (status = 409, description = "`idempotency_conflict`: the key was used with another body", body = crate::api::schemas::ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `http.max_body_bytes`", body = crate::api::schemas::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = crate::api::schemas::ErrorBody),
+        (status = 422, description = "A field is wrong; `field` names it: `missing_field`, `unknown_field`, `invalid_type`, \
+`invalid_value`, `invalid_phone_number`, `invalid_sender`, `too_many_segments`, `invalid_url`, `invalid_template`, \
+`invalid_schedule`, `invalid_validity`, `invalid_metadata`, `field_not_allowed`, `conflicting_fields`, `empty_field`, \
+`body_too_long`, `say_too_long`", body = crate::api::schemas::ErrorBody),
+        (status = 429, description = "`rate_limited`", body = crate::api::schemas::ErrorBody, headers(
+            ("Retry-After" = u32, description = "Seconds"),
+            ("RateLimit-Limit" = u32), ("RateLimit-Remaining" = u32), ("RateLimit-Reset" = u32),
+        )),
+        (status = 503, description = "`service_unavailable`: PostgreSQL unreachable; nothing stored", body = crate::api::schemas::ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds"))),
+    )
+)]
 async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -248,6 +323,21 @@ async fn create_inner(
     Ok(response.content_type("application/json").body(body))
 }
 
+/// A message with its status timeline and webhook attempts.
+#[utoipa::path(
+    get,
+    path = "/v1/messages/{id}",
+    tag = "messages",
+    operation_id = "get_message",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "The message id", example = "msg_01a205dfb1c577468c8617d90243ed2f")),
+    responses(
+        (status = 200, description = "The message", body = crate::api::schemas::MessageDetail),
+        (status = 401, description = "`unauthorized`", body = crate::api::schemas::ErrorBody),
+        (status = 404, description = "`not_found` (also another tenant's message)", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`service_unavailable`", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn show(
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -311,6 +401,28 @@ fn parse_filter(query: &str) -> Result<MessageFilter, ApiError> {
     Ok(filter)
 }
 
+/// The tenant's messages, newest first, in keyset pages.
+#[utoipa::path(
+    get,
+    path = "/v1/messages",
+    tag = "messages",
+    operation_id = "list_messages",
+    security(("tenant_key" = [])),
+    params(
+        ("status" = Option<crate::message::MessageStatus>, Query, description = "Only messages in this status"),
+        ("channel" = Option<crate::api::schemas::Channel>, Query, description = "Only this channel"),
+        ("to" = Option<String>, Query, description = "Only to this number (E.164)", example = "+250788123456"),
+        ("created_after" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "RFC 3339"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = crate::api::schemas::MessagePage),
+        (status = 400, description = "`invalid_parameter`, `unknown_parameter`", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "`unauthorized`", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`service_unavailable`", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,

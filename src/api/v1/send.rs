@@ -27,29 +27,54 @@ pub const MAX_SCHEDULE_AHEAD_DAYS: i64 = 35;
 pub const MAX_TEMPLATE_PARAMS: usize = 50;
 pub const MAX_TEMPLATE_PARAM_CHARS: usize = 1024;
 
-/// A send request as the tenant wrote it.
-#[derive(Debug, Deserialize)]
+/// A send request as the tenant wrote it. Give `body` (SMS, WhatsApp),
+/// `template` (WhatsApp) or one of `say` and `audio_url` (voice).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
+    /// Allowed for the tenant, else 403 `channel_not_allowed`.
+    #[schema(value_type = crate::api::schemas::Channel)]
     pub channel: Channel,
+    /// E.164, valid in its country's numbering plan.
+    #[schema(example = "+250788123456")]
     pub to: String,
+    /// SMS: alphanumeric id (1-11 letters, digits, spaces), short code (3-8
+    /// digits) or E.164; WhatsApp and voice: E.164.
+    #[schema(example = "HERALD")]
     pub from: String,
+    /// SMS: GSM 03.38 or UCS-2 (detected), at most `limits.max_segments`
+    /// segments; WhatsApp: at most 4096 characters.
     pub body: Option<String>,
+    /// WhatsApp: a template instead of `body`.
     pub template: Option<TemplateRequest>,
+    /// Voice: text to speak (at most 4000 characters).
     pub say: Option<String>,
+    /// Voice: an absolute http(s) URL of audio to play.
     pub audio_url: Option<String>,
+    /// Where this message's status changes are POSTed instead of the
+    /// tenant's webhook endpoints (absolute http(s) URL).
     pub callback_url: Option<String>,
+    /// Give up when not sent within this many seconds.
+    #[schema(minimum = 60, maximum = 604_800)]
     pub validity_seconds: Option<u32>,
+    /// Send later: RFC 3339, in the future, within 35 days.
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// `normal` (default) or `high`.
+    #[schema(value_type = Option<crate::api::schemas::Priority>)]
     pub priority: Option<Priority>,
+    /// At most 16 string values; keys up to 40, values up to 500 characters.
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A WhatsApp template reference.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Template)]
 pub struct TemplateRequest {
+    #[schema(example = "otp")]
     pub name: String,
+    #[schema(example = "en")]
     pub language: String,
     #[serde(default)]
     pub params: Vec<String>,

@@ -23,6 +23,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// The parts of the OpenAPI document (`api::openapi`) for this module.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(connect))]
+pub struct Api;
+
 /// The query of a stream request.
 #[derive(Debug, Default, PartialEq)]
 struct Query {
@@ -76,6 +81,35 @@ fn api_key(req: &HttpRequest, q: &Query) -> Result<String, ApiError> {
         })
 }
 
+/// Status events, live, over WebSocket.
+///
+/// A WebSocket upgrade (`Connection: Upgrade`, `Upgrade: websocket`). After
+/// the 101 every text frame Herald sends is a `StreamEvent`. `after` replays
+/// everything after that cursor first, then continues live, with no gap and
+/// no duplicate. Narrow at any time by sending
+/// `{"subscribe":{"message_ids":["msg_…"]}}` or
+/// `{"subscribe":{"channels":["sms"]}}` (answered `{"subscribed":…}`).
+/// Herald pings every `stream.ping_interval_ms`; a silent client is closed.
+/// Close codes: 1008 (too far behind), 1001 (shutdown), 1013 (this node lost
+/// events), each with `resume with after=<cursor>`.
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    tag = "stream",
+    operation_id = "stream_events",
+    security(("tenant_key" = []), ("tenant_key_query" = [])),
+    params(
+        ("after" = Option<i64>, Query, minimum = 0, description = "Replay the events after this cursor, then go live"),
+        ("channels" = Option<String>, Query, description = "Comma-separated channels to receive", example = "sms,whatsapp"),
+        ("access_token" = Option<String>, Query, description = "The API key, when `Authorization` cannot be set"),
+    ),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket is open; text frames are `StreamEvent`s"),
+        (status = 400, description = "`websocket_required` (not an upgrade), `invalid_parameter`, `unknown_parameter`", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "`unauthorized`: no or wrong key (before the upgrade)", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`service_unavailable`", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn connect(
     req: HttpRequest,
     body: web::Payload,

@@ -49,10 +49,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Debug, Deserialize)]
+/// The parts of the OpenAPI document (`api::openapi`) for this module.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, list, show, delete, replay, callback_secret))]
+pub struct Api;
+
+/// A new webhook endpoint.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://example.com/herald/webhooks", "description": "orders service"}))]
 struct CreateEndpoint {
+    /// An absolute http(s) URL Herald may reach.
     url: String,
+    /// At most 200 characters.
     description: Option<String>,
 }
 
@@ -99,6 +108,25 @@ pub fn attempt_view(a: &AttemptRow) -> Value {
     })
 }
 
+/// Add a webhook endpoint; its signing secret is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/endpoints",
+    tag = "webhooks",
+    operation_id = "create_webhook_endpoint",
+    security(("tenant_key" = [])),
+    request_body(content = CreateEndpoint, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = crate::api::schemas::WebhookEndpointCreated,
+            headers(("Location" = String, description = "`/v1/webhooks/endpoints/{id}`"))),
+        (status = 400, description = "`invalid_json`", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "`unauthorized`", body = crate::api::schemas::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::api::schemas::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = crate::api::schemas::ErrorBody),
+        (status = 422, description = "`invalid_url`, `invalid_value`, `too_many_endpoints`, `missing_field`, `unknown_field`", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`service_unavailable`", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -148,6 +176,19 @@ async fn create(
         .json(v))
 }
 
+/// The tenant's webhook endpoints.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/endpoints",
+    tag = "webhooks",
+    operation_id = "list_webhook_endpoints",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "Every endpoint", body = crate::api::schemas::WebhookEndpointList),
+        (status = 401, description = "`unauthorized`", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`service_unavailable`", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn list(
     state: web::Data<AppState>,
     Authenticated(tenant): Authenticated,
@@ -158,6 +199,21 @@ async fn list(
     })))
 }
 
+/// One endpoint with its recent attempts and notices.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/endpoints/{id}",
+    tag = "webhooks",
+    operation_id = "get_webhook_endpoint",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "The endpoint id (`whe_…`)")),
+    responses(
+        (status = 200, description = "The endpoint", body = crate::api::schemas::WebhookEndpointDetail),
+        (status = 401, description = "`unauthorized`", body = crate::api::schemas::ErrorBody),
+        (status = 404, description = "`not_found`", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`service_unavailable`", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn show(
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -177,6 +233,21 @@ async fn show(
     Ok(HttpResponse::Ok().json(v))
 }
 
+/// Remove an endpoint.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/endpoints/{id}",
+    tag = "webhooks",
+    operation_id = "delete_webhook_endpoint",
+    security(("tenant_key" = [])),
+    params(("id" = String, Path, description = "The endpoint id (`whe_…`)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "`unauthorized`", body = crate::api::schemas::ErrorBody),
+        (status = 404, description = "`not_found`", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`service_unavailable`", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn delete(
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -216,6 +287,26 @@ fn parse_since(query: &str) -> Result<Since, ApiError> {
     since.ok_or_else(|| ApiError::invalid_parameter("since", "since is required"))
 }
 
+/// Deliver again to this endpoint every event since a cursor or a time.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/endpoints/{id}/replay",
+    tag = "webhooks",
+    operation_id = "replay_webhook_endpoint",
+    security(("tenant_key" = [])),
+    params(
+        ("id" = String, Path, description = "The endpoint id (`whe_…`)"),
+        ("since" = String, Query, description = "A cursor, or an RFC 3339 time", example = "2026-11-23T00:00:00Z"),
+    ),
+    responses(
+        (status = 202, description = "Deliveries queued", body = crate::api::schemas::ReplayQueued),
+        (status = 400, description = "`invalid_parameter` (missing or bad `since`), `unknown_parameter`", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "`unauthorized`", body = crate::api::schemas::ErrorBody),
+        (status = 404, description = "`not_found`", body = crate::api::schemas::ErrorBody),
+        (status = 409, description = "`endpoint_disabled`", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`service_unavailable` (PostgreSQL or RabbitMQ)", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn replay(
     req: HttpRequest,
     path: web::Path<String>,
@@ -261,6 +352,18 @@ async fn replay(
     Ok(HttpResponse::Accepted().json(json!({ "replayed": tasks.len() })))
 }
 
+/// The secret that signs deliveries to messages' `callback_url`.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/callback-secret",
+    tag = "webhooks",
+    operation_id = "get_callback_secret",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "The tenant's callback secret", body = crate::api::schemas::Secret),
+        (status = 401, description = "`unauthorized`", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn callback_secret(
     state: web::Data<AppState>,
     Authenticated(tenant): Authenticated,
