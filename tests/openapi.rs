@@ -170,41 +170,11 @@ const HOW_TO_DOCUMENT: &str = "document it: put #[utoipa::path(...)] on the hand
 module's `Api` (#[openapi(paths(...))]; a new module also needs a line in api::openapi::document()), \
 describe new answer shapes in src/api/schemas.rs; see the module docs of src/api/openapi.rs";
 
-/// Routes that landed before their documentation (the dashboard and the
-/// operator's carrier controls, issue 6): tolerated, these exactly, until
-/// documented. Document one, then delete its line here: the test fails while
-/// a documented (or removed) route is still listed, and for any other route
-/// without documentation. Do not add to this list.
-const PENDING: &[(&str, &str)] = &[
-    ("GET", "/"),
-    ("GET", "/dashboard/app.js"),
-    ("GET", "/dashboard/style.css"),
-    ("GET", "/v1/admin/stream"),
-    ("GET", "/v1/admin/webhooks"),
-    ("POST", "/v1/admin/carriers/{id}/drain"),
-    ("POST", "/v1/admin/carriers/{id}/pause"),
-    ("POST", "/v1/admin/carriers/{id}/resume"),
-    ("POST", "/v1/admin/messages"),
-];
-
 #[test]
 fn every_registered_route_is_documented_and_every_documented_one_registered() {
     let doc = document();
     let documented = documented(&doc);
     let registered = registered(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
-    let pending: BTreeSet<(String, String)> = PENDING
-        .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
-        .collect();
-    let stale: Vec<_> = pending
-        .iter()
-        .filter(|r| documented.contains(*r) || !registered.contains(*r))
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "remove from PENDING in tests/openapi.rs (now documented, or gone): {stale:?}"
-    );
-    let registered: BTreeSet<_> = registered.difference(&pending).cloned().collect();
     assert!(
         registered.len() >= 20,
         "the source scan found too few routes ({registered:?}): it no longer reads the router"

@@ -257,15 +257,18 @@ async fn a_test_message_goes_out_as_a_tenant_and_the_admin_views_answer() {
         match frame["type"].as_str() {
             // A tick after the last message was accepted.
             Some("tick") if frame["accepted_total"].as_u64() >= Some(2) => tick = Some(frame),
-            Some("event") => {
-                if frame["message_id"] == another.as_str() && frame["status"] == "delivered" {
-                    assert_eq!(frame["tenant_id"], tenant.as_str());
-                    delivered = true;
-                }
+            Some("event")
+                if frame["message_id"] == another.as_str() && frame["status"] == "delivered" =>
+            {
+                assert_eq!(frame["tenant_id"], tenant.as_str());
+                delivered = true;
             }
             _ => {}
         }
     }
-    assert!(tick.is_some(), "a tick frame counting both messages accepted");
+    assert!(
+        tick.is_some(),
+        "a tick frame counting both messages accepted"
+    );
     assert!(delivered, "the delivered event came over the admin stream");
 }

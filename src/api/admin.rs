@@ -77,6 +77,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// Pause a carrier on this node: its binds stay up and take nothing from its queue; routes prefer other carriers.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/carriers/{id}/pause",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The carrier's id", example = "smsc-kigali")),
+    responses(
+        (status = 200, description = "Paused", body = crate::api::schemas::CarrierControl),
+        (status = 401, description = "Wrong admin token", body = crate::api::schemas::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::api::schemas::ErrorBody),
+        (status = 404, description = "`not_found`: no such carrier", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`actors_unavailable`: no actor tree on this node", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn pause(
     req: HttpRequest,
     path: web::Path<String>,
@@ -85,6 +100,21 @@ async fn pause(
     control(&req, &state, path.into_inner(), CarrierAction::Pause).await
 }
 
+/// Resume a paused or draining carrier on this node.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/carriers/{id}/resume",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The carrier's id", example = "smsc-kigali")),
+    responses(
+        (status = 200, description = "Taking work again", body = crate::api::schemas::CarrierControl),
+        (status = 401, description = "Wrong admin token", body = crate::api::schemas::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::api::schemas::ErrorBody),
+        (status = 404, description = "`not_found`: no such carrier", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`actors_unavailable`: no actor tree on this node", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn resume(
     req: HttpRequest,
     path: web::Path<String>,
@@ -93,6 +123,22 @@ async fn resume(
     control(&req, &state, path.into_inner(), CarrierAction::Resume).await
 }
 
+/// Drain a carrier on this node: pause it and send what waits in its queue through its routes to their other usable carriers.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/carriers/{id}/drain",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The carrier's id", example = "smsc-kigali")),
+    responses(
+        (status = 200, description = "Paused, its queue being re-routed", body = crate::api::schemas::CarrierControl),
+        (status = 401, description = "Wrong admin token", body = crate::api::schemas::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::api::schemas::ErrorBody),
+        (status = 404, description = "`not_found`: no such carrier", body = crate::api::schemas::ErrorBody),
+        (status = 409, description = "`no_alternative`: none of its routes has another usable carrier", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "`actors_unavailable`: no actor tree on this node", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn drain(
     req: HttpRequest,
     path: web::Path<String>,
@@ -131,6 +177,20 @@ async fn control(
     }
 }
 
+/// Every tenant's webhook endpoints with their failures over the last day.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/webhooks",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Most failing first", body = crate::api::schemas::EndpointHealthList),
+        (status = 400, description = "`unknown_parameter`", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "Wrong admin token", body = crate::api::schemas::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "PostgreSQL unavailable", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn webhooks(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     if let Some(name) = url::form_urlencoded::parse(req.query_string().as_bytes())
@@ -145,6 +205,28 @@ async fn webhooks(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 
 /// Send a test message as a tenant, through the same validation and
 /// acceptance as `POST /v1/messages` (no rate limit, no idempotency key).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/messages",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("tenant_id" = Option<String>, Query, description = "Send as this tenant (default: the oldest)")),
+    request_body(
+        content = super::v1::send::SendRequest,
+        content_type = "application/json",
+        example = json!({"channel": "sms", "to": "+250788123456", "from": "HERALD", "body": "Test from the dashboard"}),
+    ),
+    responses(
+        (status = 202, description = "Accepted and stored", body = crate::api::schemas::Message),
+        (status = 400, description = "`invalid_json`, `unknown_parameter`", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "Wrong admin token", body = crate::api::schemas::ErrorBody),
+        (status = 403, description = "`admin_disabled`, `channel_not_allowed`", body = crate::api::schemas::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::api::schemas::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = crate::api::schemas::ErrorBody),
+        (status = 422, description = "Invalid message (`field` names it), or `unknown_tenant`", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "PostgreSQL unavailable", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn test_message(
     req: HttpRequest,
     payload: web::Payload,
@@ -182,7 +264,17 @@ async fn test_message(
 
 /// The parts of the OpenAPI document (`api::openapi`) for this module.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(actors, crash, reload, unmatched))]
+#[openapi(paths(
+    actors,
+    crash,
+    reload,
+    unmatched,
+    pause,
+    resume,
+    drain,
+    webhooks,
+    test_message
+))]
 pub struct Api;
 
 /// Longest age `older_than_seconds` may ask for (a year).

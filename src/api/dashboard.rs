@@ -57,6 +57,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// The parts of this module's own document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(index, script, style, connect))]
+pub struct Api;
+
 fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, content_type))
@@ -64,19 +69,54 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-/// The page holds no data: it asks for the admin token when the API does.
+/// The operator's dashboard (HTML). The page holds no data: it asks for the
+/// admin token when the admin API does.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "dashboard",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String))
+)]
 async fn index() -> HttpResponse {
     asset("text/html; charset=utf-8", INDEX)
 }
 
+/// The dashboard's script.
+#[utoipa::path(
+    get,
+    path = "/dashboard/app.js",
+    tag = "dashboard",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String))
+)]
 async fn script() -> HttpResponse {
     asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
+/// The dashboard's style sheet.
+#[utoipa::path(
+    get,
+    path = "/dashboard/style.css",
+    tag = "dashboard",
+    responses((status = 200, description = "CSS", content_type = "text/css", body = String))
+)]
 async fn style() -> HttpResponse {
     asset("text/css; charset=utf-8", STYLE)
 }
 
+/// Every tenant's status events and per-second counts, live over WebSocket.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/stream",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("access_token" = Option<String>, Query, description = "The admin token, when `Authorization` cannot be set")),
+    responses(
+        (status = 101, description = "Switching Protocols: text frames are `{\"type\":\"tick\",\"accepted_total\",\"counts\",\"dropped\",\"at\"}` once a second and `{\"type\":\"event\",\"tenant_id\",…StreamEvent}`"),
+        (status = 400, description = "`websocket_required`, `unknown_parameter`", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "Wrong admin token", body = crate::api::schemas::ErrorBody),
+        (status = 403, description = "`admin_disabled`", body = crate::api::schemas::ErrorBody),
+    )
+)]
 async fn connect(
     req: HttpRequest,
     body: web::Payload,

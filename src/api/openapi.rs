@@ -29,7 +29,7 @@ use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
 
 use super::schemas::{ErrorBody, StreamEvent};
-use super::{admin, docs, ops, v1};
+use super::{admin, dashboard, docs, ops, v1};
 
 /// The security scheme of tenant API calls (`Authorization: Bearer <api key>`).
 pub const TENANT_KEY: &str = "tenant_key";
@@ -59,6 +59,7 @@ Every error is JSON: `{\"error\":{\"code\":\"…\",\"message\":\"…\",\"field\"
         (name = "ops", description = "Health, readiness and Prometheus metrics"),
         (name = "admin", description = "The operator's API (admin token)"),
         (name = "docs", description = "This document and its explorer"),
+        (name = "dashboard", description = "The operator's dashboard (served by Herald, no build step)"),
     )
 )]
 struct Base;
@@ -118,6 +119,7 @@ pub fn document() -> Document {
         v1::callbacks::Api::openapi(),
         ops::Api::openapi(),
         admin::Api::openapi(),
+        dashboard::Api::openapi(),
         Api::openapi(),
         docs::Api::openapi(),
     ] {

@@ -277,6 +277,10 @@ pub struct ActorTree {
     pub restarts: BTreeMap<String, u32>,
     /// Messages waiting in each carrier's queue (last reading).
     pub queue_depths: BTreeMap<String, u32>,
+    /// Carriers paused by the operator on this node.
+    pub paused: Vec<String>,
+    /// Paused carriers whose queues are being re-routed.
+    pub draining: Vec<String>,
 }
 
 /// What a routing reload changed.
@@ -309,4 +313,33 @@ pub struct UnmatchedReceipt {
 #[derive(ToSchema)]
 pub struct UnmatchedReceipts {
     pub data: Vec<UnmatchedReceipt>,
+}
+
+/// A carrier's operator state on this node after pause, resume or drain.
+#[derive(ToSchema)]
+pub struct CarrierControl {
+    pub carrier: String,
+    /// Taking nothing from its queue.
+    pub paused: bool,
+    /// Its queue is being re-routed to the route's other carriers.
+    pub draining: bool,
+}
+
+/// A webhook endpoint's record over the last day.
+#[derive(ToSchema)]
+pub struct EndpointHealth {
+    pub id: String,
+    pub tenant_id: String,
+    pub url: String,
+    pub enabled: bool,
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Attempts that failed (retrying or given up) in the last 24 hours.
+    pub failures_24h: i64,
+    pub successes_24h: i64,
+}
+
+/// Every tenant's webhook endpoints, most failing first (at most 100).
+#[derive(ToSchema)]
+pub struct EndpointHealthList {
+    pub data: Vec<EndpointHealth>,
 }

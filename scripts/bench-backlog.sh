@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Herald's memory with a backlog: a carrier paused by the operator
+# (POST /v1/admin/carriers/{id}/pause) while messages keep being accepted.
+# The backlog must live in RabbitMQ and PostgreSQL, not in Herald: its
+# resident memory should not grow with the number of messages waiting.
+#
+# Starts the SMSC simulator and `herald serve` (bench profile, its own
+# database, broker and Redis prefixes, ports 28080/22775/28775), pauses the
+# carrier, then sends with herald-loadtest until BACKLOG_STEPS messages are
+# waiting (default "1000 10000 100000 1000000"), and after each step, once
+# the flow has settled, prints Herald's RSS, the carrier queue's depth and
+# the messages stored. Settings: BACKLOG_STEPS, BACKLOG_RATE (msg/s, default
+# 3000), BACKLOG_SKIP_BUILD=1, BACKLOG_OUT (results directory).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/herald-target}
+STEPS=${BACKLOG_STEPS:-"1000 10000 100000 1000000"}
+RATE=${BACKLOG_RATE:-3000}
+OUT=${BACKLOG_OUT:-$CARGO_TARGET_DIR/bench/backlog-$(date -u +%Y%m%dT%H%M%SZ)}
+BIN=$CARGO_TARGET_DIR/release
+NAME=herald_backlog
+URL=http://127.0.0.1:28080
+ADMIN=bench-admin-token
+mkdir -p "$OUT"
+
+say() { echo "bench-backlog.sh: $*" >&2; }
+
+scripts/services.sh
+if [ -z "${BACKLOG_SKIP_BUILD:-}" ]; then
+  say "building release binaries"
+  cargo build --release -p herald -p herald-loadtest
+fi
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  # What the run left in RabbitMQ: its queues and exchanges.
+  for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$NAME" || true); do
+    rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
+  done
+  dropdb -h 127.0.0.1 -U postgres --if-exists "$NAME" || true
+}
+trap cleanup EXIT
+
+cat > "$OUT/smsc.toml" <<TOML
+smpp_addr = "127.0.0.1:22775"
+http_addr = "127.0.0.1:28775"
+credentials = [["herald", "secret"]]
+record = false
+TOML
+"$BIN/herald" sim smsc --config "$OUT/smsc.toml" >"$OUT/smsc.log" 2>&1 &
+PIDS+=($!)
+
+cat > "$OUT/carriers.toml" <<TOML
+[[carrier]]
+id = "held"
+kind = "smpp"
+binds = 1
+tps = 1000
+window = 10
+[carrier.smpp]
+host = "127.0.0.1"
+port = 22775
+system_id = "herald"
+password = "secret"
+TOML
+cat > "$OUT/routes.toml" <<TOML
+[[route]]
+id = "all-sms"
+channel = "sms"
+prefixes = ["+"]
+carriers = ["held"]
+TOML
+
+export HERALD_PROFILE=bench
+export HERALD__HTTP__PORT=28080
+export HERALD__DATABASE__URL=postgres://postgres@127.0.0.1:5432/$NAME
+export HERALD__BROKER__PREFIX=$NAME
+export HERALD__REDIS__PREFIX=$NAME
+export HERALD__ROUTING__CARRIERS_FILE=$OUT/carriers.toml
+export HERALD__ROUTING__ROUTES_FILE=$OUT/routes.toml
+dropdb -h 127.0.0.1 -U postgres --if-exists "$NAME"
+"$BIN/herald" serve >"$OUT/herald.log" 2>&1 &
+HERALD_PID=$!
+PIDS+=($HERALD_PID)
+for _ in $(seq 1 60); do
+  curl -fs -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/actors" 2>/dev/null | grep -q '"bound":true' && break
+  sleep 1
+done
+curl -fs -X POST -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/carriers/held/pause" >/dev/null
+key=$("$BIN/herald" tenant create --name backlog --rate 1000000 | awk -F': *' '/api key:/ {print $2}')
+
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$HERALD_PID/status"; }
+depth() {
+  curl -fs -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/actors" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["queue_depths"].get("held", 0))'
+}
+stored() { psql -h 127.0.0.1 -U postgres -d "$NAME" -Atc "SELECT count(*) FROM messages"; }
+settle() { # until the queue depth stops moving (the flow has reached RabbitMQ)
+  local last=-1 now
+  for _ in $(seq 1 120); do
+    sleep 3
+    now=$(depth)
+    [ "$now" = "$last" ] && return
+    last=$now
+  done
+}
+
+printf '%-10s %12s %12s %10s %14s\n' waiting queue_depth stored rss_mb accepted/s | tee "$OUT/summary.txt"
+printf '%-10s %12s %12s %10s %14s\n' 0 "$(depth)" 0 "$(rss_mb)" - | tee -a "$OUT/summary.txt"
+sent=0
+for step in $STEPS; do
+  n=$((step - sent))
+  secs=$(python3 -c "print(max(1, round($n / $RATE)))")
+  rate=$(python3 -c "print($n / $secs)")
+  "$BIN/herald-loadtest" --url "$URL" --keys "$key" --rate "$rate" --duration "${secs}s" \
+    --drain 1s --no-webhooks --quiet --max-in-flight 5000 --json "$OUT/step-$step.json" \
+    >"$OUT/step-$step.txt" 2>&1 || true
+  accepted=$(python3 -c "import json; print(json.load(open('$OUT/step-$step.json'))['accepted'])")
+  per_s=$(python3 -c "import json; print(round(json.load(open('$OUT/step-$step.json'))['accepted_per_s']))")
+  sent=$((sent + accepted))
+  settle
+  printf '%-10s %12s %12s %10s %14s\n' "$sent" "$(depth)" "$(stored)" "$(rss_mb)" "$per_s" | tee -a "$OUT/summary.txt"
+done
+say "results in $OUT"
