@@ -34,3 +34,10 @@ fmt:
 .PHONY: bench
 bench: services
 	@scripts/bench.sh
+
+# Herald and Kannel (Debian package) side by side against the same SMSC
+# simulator and load (scripts/bench-peers.sh; PEERS_RUNS, PEERS_DURATION,
+# PEERS_HERALD_RATE, PEERS_KANNEL_RATE …); figures in BENCHMARKS.md.
+.PHONY: bench-peers
+bench-peers: services
+	@scripts/bench-peers.sh

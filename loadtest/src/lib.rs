@@ -9,6 +9,7 @@
 //! that due time, so a stalled server shows as latency (no coordinated
 //! omission), never as a politely slower client.
 
+pub mod kannel;
 pub mod report;
 pub mod stream;
 pub mod tracker;
@@ -35,9 +36,24 @@ use tracker::{histogram, Tracker};
     about = "Open-loop load generator for Herald"
 )]
 pub struct Options {
-    /// Herald's base URL.
+    /// What to load: `herald` (POST /v1/messages) or `kannel` (smsbox's
+    /// GET /cgi-bin/sendsms, for the peer comparison; see `kannel`).
+    #[arg(long, default_value = "herald", value_parser = ["herald", "kannel"])]
+    pub target: String,
+    /// Herald's (or smsbox's sendsms) base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Kannel sendsms-user username (`--target kannel`).
+    #[arg(long, default_value = "bench")]
+    pub kannel_user: String,
+    /// Kannel sendsms-user password (`--target kannel`).
+    #[arg(long, default_value = "bench")]
+    pub kannel_password: String,
+    /// Kannel `dlr-mask` on every request (`--target kannel`; 0: no
+    /// receipts, no DLR callbacks). 11 = SMSC ack + delivered + undelivered,
+    /// the callbacks Herald's `sent` and final webhooks correspond to.
+    #[arg(long, default_value_t = 0)]
+    pub dlr_mask: u32,
     /// Requests started per second (all tenants together).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
@@ -375,6 +391,7 @@ impl Session {
                             w.value_at_quantile(0.99) as f64 / 1000.0
                         },
                         accept_max_ms: w.max() as f64 / 1000.0,
+                        ..Second::default()
                     };
                     if !quiet {
                         eprintln!(
@@ -430,6 +447,8 @@ impl Session {
 
         let mut report = self.report(&tracker, rate, duration, send_elapsed, drain_s, drained);
         report.timeline = timeline;
+        report.completed_s = last_completion(tracker.lock_msgs().values(), start);
+        fill_latency_by_second(&mut report.timeline, tracker.lock_msgs().values(), start);
         if let Some(ctl) = &self.opts.smsc_control {
             match self.smsc_check(ctl, phase).await {
                 Ok((subs, dups)) => {
@@ -566,6 +585,7 @@ impl Session {
         per_tenant.sort_by_key(|p| p.tenant);
         let accepted = t.accepted.load(Ordering::Relaxed);
         Report {
+            target: "herald".into(),
             url: self.opts.url.clone(),
             target_rate: rate,
             duration_s: duration.as_secs_f64(),
@@ -584,6 +604,7 @@ impl Session {
             stream_final_missing: stream_missing,
             webhook_final_missing: webhook_missing,
             drain_s,
+            completed_s: 0.0,
             drained,
             stream_events: t.stream_events.load(Ordering::Relaxed),
             stream_reconnects: t.stream_reconnects.load(Ordering::Relaxed),
@@ -644,11 +665,68 @@ impl Session {
     }
 }
 
-/// Run the load described by `opts` against Herald and return its figures.
+/// Seconds from `start` to the last message's completion (0 if none).
+pub fn last_completion<'a>(
+    msgs: impl Iterator<Item = &'a tracker::MsgState>,
+    start: Instant,
+) -> f64 {
+    msgs.filter_map(|m| m.final_at)
+        .max()
+        .map_or(0.0, |at| at.saturating_duration_since(start).as_secs_f64())
+}
+
+/// Request -> delivered latency by the second each request was due in,
+/// written into the timeline (the latency-over-time plot): second `t` of the
+/// timeline covers requests due in `[t-1, t)` after `start`.
+pub fn fill_latency_by_second<'a>(
+    timeline: &mut Vec<Second>,
+    msgs: impl Iterator<Item = &'a tracker::MsgState>,
+    start: Instant,
+) {
+    let mut by_second: BTreeMap<u64, hdrhistogram::Histogram<u64>> = BTreeMap::new();
+    for m in msgs {
+        let (Some(intended), Some(at)) = (m.intended, m.delivered_at) else {
+            continue;
+        };
+        let t = intended.saturating_duration_since(start).as_secs() + 1;
+        let us = (at.saturating_duration_since(intended).as_micros() as u64).max(1);
+        by_second
+            .entry(t)
+            .or_insert_with(histogram)
+            .saturating_record(us);
+    }
+    for (t, h) in by_second {
+        let p = Percentiles::of(&h);
+        match timeline.iter_mut().find(|s| s.t == t) {
+            Some(s) => {
+                s.delivered = p.count;
+                s.delivered_p50_ms = p.p50;
+                s.delivered_p99_ms = p.p99;
+            }
+            None => timeline.push(Second {
+                t,
+                delivered: p.count,
+                delivered_p50_ms: p.p50,
+                delivered_p99_ms: p.p99,
+                ..Second::default()
+            }),
+        }
+    }
+    timeline.sort_by_key(|s| s.t);
+}
+
+/// Run the load described by `opts` against Herald (or, with `--target
+/// kannel`, Kannel) and return its figures.
 pub async fn run(mut opts: Options) -> anyhow::Result<Report> {
     opts.url = opts.url.trim_end_matches('/').to_owned();
     if opts.rate.is_nan() || opts.rate <= 0.0 {
         bail!("--rate must be positive");
+    }
+    if opts.target == "kannel" {
+        if opts.find_max {
+            bail!("--find-max is for Herald only");
+        }
+        return kannel::run(opts).await;
     }
     let session = Session::start(opts.clone()).await?;
     let report = if opts.find_max {

@@ -34,8 +34,8 @@ impl Percentiles {
     }
 }
 
-/// One second of the sending phase.
-#[derive(Debug, Clone, Serialize)]
+/// One second of the run (sending, then draining).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Second {
     pub t: u64,
     pub attempted: u64,
@@ -45,6 +45,11 @@ pub struct Second {
     /// Accept latency p99 of the requests answered in this second (ms).
     pub accept_p99_ms: f64,
     pub accept_max_ms: f64,
+    /// Requests due in this second that were delivered, and their request
+    /// -> delivered latency (ms): the latency-over-time plot.
+    pub delivered: u64,
+    pub delivered_p50_ms: f64,
+    pub delivered_p99_ms: f64,
 }
 
 /// Per-tenant figures.
@@ -81,6 +86,8 @@ pub struct FindMax {
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// `herald` or `kannel`.
+    pub target: String,
     pub url: String,
     pub target_rate: f64,
     pub duration_s: f64,
@@ -109,6 +116,10 @@ pub struct Report {
     /// Accepted with no final webhook (0 when webhooks are off).
     pub webhook_final_missing: u64,
     pub drain_s: f64,
+    /// From the start of sending to the last completion seen (final status
+    /// on the stream and webhook; for Kannel the final DLR, or the last
+    /// submit at the SMSC): `delivered / completed_s` is the end-to-end rate.
+    pub completed_s: f64,
     /// Everything accepted reached a final status (and webhook) in time.
     pub drained: bool,
     pub stream_events: u64,
@@ -141,7 +152,7 @@ impl Report {
     /// The human table printed at the end of a run.
     pub fn table(&self) -> String {
         let mut o = String::new();
-        let _ = writeln!(o, "herald-loadtest against {}", self.url);
+        let _ = writeln!(o, "herald-loadtest against {} ({})", self.url, self.target);
         let mix: Vec<String> = self.mix.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(
             o,
@@ -186,16 +197,32 @@ impl Report {
             self.drained,
             self.drain_s
         );
-        let _ = writeln!(
-            o,
-            "  stream events {} (reconnects {})  webhooks {} (duplicates {}, redeliveries {}, bad signatures {})",
-            self.stream_events,
-            self.stream_reconnects,
-            self.webhooks_received,
-            self.webhook_duplicates,
-            self.webhook_redeliveries,
-            self.bad_signatures
-        );
+        if self.completed_s > 0.0 {
+            let _ = writeln!(
+                o,
+                "  last completion {:.1}s after the start: end to end {:.1}/s",
+                self.completed_s,
+                self.delivered as f64 / self.completed_s
+            );
+        }
+        if self.target == "kannel" {
+            let _ = writeln!(
+                o,
+                "  DLR callbacks {} (duplicates {}); no DLRs: completion counted at the SMSC",
+                self.stream_events, self.webhook_duplicates
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "  stream events {} (reconnects {})  webhooks {} (duplicates {}, redeliveries {}, bad signatures {})",
+                self.stream_events,
+                self.stream_reconnects,
+                self.webhooks_received,
+                self.webhook_duplicates,
+                self.webhook_redeliveries,
+                self.bad_signatures
+            );
+        }
         match (self.carrier_submits, self.carrier_duplicates) {
             (Some(s), Some(d)) => {
                 let _ = writeln!(

@@ -27,6 +27,9 @@ pub struct MsgState {
     pub stream_final: Option<String>,
     /// First final status seen in a webhook.
     pub webhook_final: Option<String>,
+    /// When the last of its final notices arrived (stream and, when on,
+    /// webhook): the message's completion.
+    pub final_at: Option<Instant>,
     /// webhook-id of the first webhook for each event seq.
     pub webhook_ids: HashMap<u64, String>,
 }
@@ -117,6 +120,7 @@ impl Tracker {
             _ => {}
         }
         if fin && m.stream_final.is_none() {
+            m.final_at = Some(m.final_at.map_or(at, |f| f.max(at)));
             m.stream_final = Some(status.to_owned());
             self.stream_finals.fetch_add(1, Ordering::Relaxed);
         }
@@ -139,6 +143,8 @@ impl Tracker {
             }
         }
         if fin && m.webhook_final.is_none() {
+            let at = Instant::now();
+            m.final_at = Some(m.final_at.map_or(at, |f| f.max(at)));
             m.webhook_final = Some(status.to_owned());
             self.webhook_finals.fetch_add(1, Ordering::Relaxed);
         }
