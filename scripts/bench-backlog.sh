@@ -41,6 +41,8 @@ cleanup() {
     rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
   done
   dropdb -h 127.0.0.1 -U postgres --if-exists "$NAME" || true
+  # Its Redis keys (an idempotency key per message).
+  redis-cli --scan --pattern "$NAME:*" | xargs -r -n 1000 redis-cli del >/dev/null || true
 }
 trap cleanup EXIT
 
@@ -98,13 +100,10 @@ depth() {
     python3 -c 'import json,sys; print(json.load(sys.stdin)["queue_depths"].get("held", 0))'
 }
 stored() { psql -h 127.0.0.1 -U postgres -d "$NAME" -Atc "SELECT count(*) FROM messages"; }
-settle() { # until the queue depth stops moving (the flow has reached RabbitMQ)
-  local last=-1 now
-  for _ in $(seq 1 120); do
+settle() { # until every stored message is in the carrier's queue (or 10 minutes)
+  for _ in $(seq 1 200); do
+    [ "$(depth)" -ge "$(stored)" ] && return
     sleep 3
-    now=$(depth)
-    [ "$now" = "$last" ] && return
-    last=$now
   done
 }
 

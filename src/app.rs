@@ -26,6 +26,10 @@ use crate::outbox::{Relay, RelayConfig};
 use crate::store::Store;
 use crate::telemetry;
 
+/// Committed batches waiting for the outbox relay's fast path (each at most
+/// `accept.max_batch` messages); beyond it the sweep publishes them.
+const RELAY_INBOX: usize = 16;
+
 /// The broker handle described by the configuration.
 pub fn broker(config: &Config) -> Broker {
     Broker::new(BrokerConfig {
@@ -48,7 +52,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "RabbitMQ unreachable at start; messages wait in the outbox");
     }
 
-    let (committed_tx, committed_rx) = mpsc::unbounded_channel();
+    // Batches of committed messages for the relay's fast path; bounded (see
+    // `ingest::flush`): at most this many wait in memory.
+    let (committed_tx, committed_rx) = mpsc::channel(RELAY_INBOX);
     let (ingest, ingest_task) = Ingest::start(
         store.clone(),
         config.accept.max_batch,

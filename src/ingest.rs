@@ -48,7 +48,7 @@ impl Ingest {
         store: Store,
         max_batch: usize,
         concurrent_flushes: usize,
-        committed: mpsc::UnboundedSender<Vec<MessageRecord>>,
+        committed: mpsc::Sender<Vec<MessageRecord>>,
     ) -> (Ingest, IngestTask) {
         let (tx, rx) = mpsc::channel(max_batch * concurrent_flushes * 4);
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -95,7 +95,7 @@ async fn collect(
     mut stop: oneshot::Receiver<()>,
     max_batch: usize,
     concurrent_flushes: usize,
-    committed: mpsc::UnboundedSender<Vec<MessageRecord>>,
+    committed: mpsc::Sender<Vec<MessageRecord>>,
 ) {
     let permits = Arc::new(Semaphore::new(concurrent_flushes));
     let mut stopping = false;
@@ -140,11 +140,7 @@ async fn collect(
     let _ = permits.acquire_many(concurrent_flushes as u32).await;
 }
 
-async fn flush(
-    store: &Store,
-    batch: Vec<Job>,
-    committed: &mpsc::UnboundedSender<Vec<MessageRecord>>,
-) {
+async fn flush(store: &Store, batch: Vec<Job>, committed: &mpsc::Sender<Vec<MessageRecord>>) {
     let started = Instant::now();
     let (messages, replies): (Vec<MessageRecord>, Vec<oneshot::Sender<Accepted>>) =
         batch.into_iter().map(|j| (j.message, j.reply)).unzip();
@@ -158,9 +154,14 @@ async fn flush(
                 .map(|(m, _)| m)
                 .collect();
             if !fresh.is_empty() {
-                // The relay may be gone at the very end of shutdown; the
-                // rows are committed and the next sweep publishes them.
-                let _ = committed.send(fresh);
+                // The relay's inbox is bounded, so a relay behind the accept
+                // rate costs no memory: when it is full (or the relay is gone
+                // at the very end of shutdown) the rows, committed, are left
+                // to the sweep, which publishes them after `outbox.grace_ms`.
+                let n = fresh.len();
+                if committed.try_send(fresh).is_err() {
+                    telemetry::outbox_left_to_sweep(n);
+                }
             }
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));

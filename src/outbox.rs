@@ -3,7 +3,9 @@
 //! The `messages` table is the outbox. A message is published on one of two
 //! paths, both in this one task so they never race inside a node:
 //! - fast: right after its batch commits, the ingest collector hands it here
-//!   and it is published at once (confirms awaited), then marked published;
+//!   and it is published at once (confirms awaited), then marked published.
+//!   The hand-off is bounded: when this relay is behind, what does not fit
+//!   is left to the sweep, so a burst costs no memory;
 //! - sweep: every `outbox.sweep_interval_ms`, rows still unpublished after
 //!   `outbox.grace_ms` (broker was down, or the process stopped between
 //!   commit and publish) are claimed with `SKIP LOCKED`, published, marked.
@@ -41,7 +43,7 @@ impl Relay {
         store: Store,
         broker: Broker,
         config: RelayConfig,
-        inbox: mpsc::UnboundedReceiver<Vec<MessageRecord>>,
+        inbox: mpsc::Receiver<Vec<MessageRecord>>,
     ) -> Relay {
         let (stop, stop_rx) = oneshot::channel();
         let done = tokio::spawn(run(store, broker, config, inbox, stop_rx));
@@ -60,7 +62,7 @@ async fn run(
     store: Store,
     broker: Broker,
     config: RelayConfig,
-    mut inbox: mpsc::UnboundedReceiver<Vec<MessageRecord>>,
+    mut inbox: mpsc::Receiver<Vec<MessageRecord>>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut sweep = tokio::time::interval(config.sweep_interval);
@@ -94,7 +96,7 @@ async fn fast_path(
     broker: &Broker,
     config: &RelayConfig,
     first: Vec<MessageRecord>,
-    inbox: &mut mpsc::UnboundedReceiver<Vec<MessageRecord>>,
+    inbox: &mut mpsc::Receiver<Vec<MessageRecord>>,
 ) {
     let mut messages = first;
     while messages.len() < FAST_BATCH {

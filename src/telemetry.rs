@@ -187,6 +187,12 @@ pub fn outbox_published(path: &'static str, count: usize) {
     gauge!("herald_broker_connected").set(1.0);
 }
 
+/// Committed messages the relay's fast path had no room for: the sweep
+/// publishes them after the grace.
+pub fn outbox_left_to_sweep(count: usize) {
+    counter!("herald_outbox_left_to_sweep_total").increment(count as u64);
+}
+
 /// A publish batch failed; its messages stay in the outbox.
 pub fn broker_publish_failed(count: usize, error: &dyn std::fmt::Display) {
     counter!("herald_broker_publish_failures_total").increment(1);
