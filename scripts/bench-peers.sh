@@ -28,7 +28,8 @@
 # (default 20s), PEERS_DRAIN (default 60s), PEERS_HERALD_RATE (default 300),
 # PEERS_KANNEL_RATE (default 1500), PEERS_SYSTEMS (default "herald kannel
 # kannel-dlr kannel-file"), PEERS_TPS (Herald's configured carrier TPS,
-# default 5000), PEERS_DLR_MASK (default 11: SMSC ack, delivered,
+# default 5000), PEERS_HERALD_BINDS (Herald's SMPP binds, default 1 as
+# Kannel's; a diagnostic knob, the comparison uses 1), PEERS_DLR_MASK (default 11: SMSC ack, delivered,
 # undelivered; Herald's `sent` and final webhooks), PEERS_BIN (directory of
 # prebuilt `herald` and `herald-loadtest`; default: build them),
 # PEERS_OUT (results directory), PEERS_PLOT (default bench-peers-latency.png
@@ -45,6 +46,7 @@ HERALD_RATE=${PEERS_HERALD_RATE:-300}
 KANNEL_RATE=${PEERS_KANNEL_RATE:-1500}
 SYSTEMS=${PEERS_SYSTEMS:-"herald kannel kannel-dlr kannel-file"}
 TPS=${PEERS_TPS:-5000}
+BINDS=${PEERS_HERALD_BINDS:-1}
 DLR_MASK=${PEERS_DLR_MASK:-11}
 OUT=${PEERS_OUT:-$CARGO_TARGET_DIR/bench-peers/$(date -u +%Y%m%dT%H%M%SZ)}
 PLOT=${PEERS_PLOT:-$OUT/bench-peers-latency.png}
@@ -117,7 +119,7 @@ cat > "$OUT/carriers.toml" <<TOML
 [[carrier]]
 id = "bench-smsc"
 kind = "smpp"
-binds = 1
+binds = $BINDS
 tps = $TPS
 window = 10
 [carrier.smpp]
