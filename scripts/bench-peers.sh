@@ -50,16 +50,24 @@ BINDS=${PEERS_HERALD_BINDS:-1}
 DLR_MASK=${PEERS_DLR_MASK:-11}
 OUT=${PEERS_OUT:-$CARGO_TARGET_DIR/bench-peers/$(date -u +%Y%m%dT%H%M%SZ)}
 PLOT=${PEERS_PLOT:-$OUT/bench-peers-latency.png}
-# Ports of their own, so `make bench` or tests can run beside this.
-SMPP_PORT=22775
-CTL=http://127.0.0.1:28775
-HERALD_PORT=28080
+# Ports of their own (29xxx), so `make bench` (18xxx), bench-backlog.sh
+# (28xxx) or tests can run beside this; refused if any is taken, so a run
+# never talks to someone else's Herald or simulator.
+SMPP_PORT=29775
+CTL=http://127.0.0.1:29776
+HERALD_PORT=29080
 URL=http://127.0.0.1:$HERALD_PORT
 ADMIN=bench-admin-token
-K_ADMIN=23000 K_SMSBOX=23001 K_SENDSMS=23013
+K_ADMIN=29000 K_SMSBOX=29001 K_SENDSMS=29013
 mkdir -p "$OUT"
 
 say() { echo "bench-peers.sh: $*" >&2; }
+for port in $SMPP_PORT ${CTL##*:} $HERALD_PORT $K_ADMIN $K_SMSBOX $K_SENDSMS; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    say "port $port is in use (another benchmark running?); not starting"
+    exit 1
+  fi
+done
 
 scripts/services.sh
 if ! command -v bearerbox >/dev/null && [ ! -x /usr/sbin/bearerbox ]; then

@@ -32,8 +32,8 @@ for _ in $(seq 1 600); do
   sleep 0.5
 done
 sleep 5 # tenants created, load running
-HERALD=$(ss -ltnpH 'sport = :28080' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
-[ -n "$HERALD" ] || { say "no herald on :28080"; exit 1; }
+HERALD=$(ss -ltnpH 'sport = :29080' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+[ -n "$HERALD" ] || { say "no herald on :29080"; exit 1; }
 say "herald pid $HERALD; recording ${SECS}s"
 
 q() { psql -h 127.0.0.1 -U postgres -d herald_peers -AtqX -c "$1"; }
