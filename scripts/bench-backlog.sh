@@ -91,7 +91,12 @@ for _ in $(seq 1 60); do
   curl -fs -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/actors" 2>/dev/null | grep -q '"bound":true' && break
   sleep 1
 done
-curl -fs -X POST -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/carriers/held/pause" >/dev/null
+for _ in $(seq 1 10); do
+  curl -fs -X POST -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/carriers/held/pause" >/dev/null && break
+  sleep 1
+done
+curl -fs -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/actors" | grep -q '"paused":\["held"\]' ||
+  { say "could not pause the carrier; see $OUT/herald.log"; exit 1; }
 key=$("$BIN/herald" tenant create --name backlog --rate 1000000 | awk -F': *' '/api key:/ {print $2}')
 
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$HERALD_PID/status"; }
