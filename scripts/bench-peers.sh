@@ -32,7 +32,9 @@
 # Kannel's; a diagnostic knob, the comparison uses 1), PEERS_DLR_MASK (default 11: SMSC ack, delivered,
 # undelivered; Herald's `sent` and final webhooks), PEERS_BIN (directory of
 # prebuilt `herald` and `herald-loadtest`; default: build them),
-# PEERS_OUT (results directory), PEERS_PLOT (default bench-peers-latency.png
+# PEERS_OUT (results directory), PEERS_KEEP_DB=1 (keep the herald_peers
+# database; by default it is dropped at the end, with the run's RabbitMQ
+# queues and Redis keys), PEERS_PLOT (default bench-peers-latency.png
 # in the results directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -101,7 +103,11 @@ cleanup() {
   wait 2>/dev/null || true
   # Herald's queues of this benchmark (quorum queues would pile up).
   rabbitmqctl list_queues -q name 2>/dev/null | grep '^herald_peers\.' |
-    while read -r q; do rabbitmqctl delete_queue -q "$q" >/dev/null 2>&1 || true; done
+    while read -r q; do rabbitmqctl delete_queue -q "$q" </dev/null >/dev/null 2>&1 || true; done
+  # Its Redis keys (submission ledger, idempotency; they would live for days).
+  redis-cli -h 127.0.0.1 --scan --pattern 'herald_peers:*' 2>/dev/null |
+    xargs -r -n 1000 redis-cli -h 127.0.0.1 unlink >/dev/null 2>&1 || true
+  [ -n "${PEERS_KEEP_DB:-}" ] || dropdb -h 127.0.0.1 -U postgres --if-exists herald_peers 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -214,13 +220,13 @@ def comm(pid):
         return ""
 out = {"herald": {herald: stat(herald)}, "sim": {sim: stat(sim)},
        "kannel": {p: stat(p) for p in kannel}, "rabbitmq": {}, "postgres": {},
-       "redis": {}, "loadtest": {}}
+       "redis": {}}
 for pid in os.listdir("/proc"):
     if not pid.isdigit():
         continue
     c = comm(pid)
     group = {"beam.smp": "rabbitmq", "postgres": "postgres", "redis-server": "redis",
-             "herald-loadtes": "loadtest"}.get(c)
+             }.get(c)
     if group:
         t = stat(pid)
         if t is not None:
@@ -231,7 +237,10 @@ PY
 
 loadtest() { # json-file, args…
   local json=$1; shift
-  "$BIN/herald-loadtest" --duration "$DURATION" --drain "$DRAIN" --smsc-control "$CTL" \
+  # Its own CPU (user system seconds), which /proc cannot give: it has
+  # exited by the time the "after" figures are read.
+  /usr/bin/time -f '%U %S' -o "$json.cpu" \
+    "$BIN/herald-loadtest" --duration "$DURATION" --drain "$DRAIN" --smsc-control "$CTL" \
     --json "$json" "$@"
 }
 
@@ -277,6 +286,10 @@ for group in t1:
     # during it are missed (none of the long-lived ones do).
     d = sum((v or 0) - (t0.get(group, {}).get(pid) or 0) for pid, v in t1[group].items())
     cpu[group] = max(d, 0) / hz
+try:
+    cpu["loadtest"] = sum(float(x) for x in open(path.replace(".proc.json", ".json.cpu")).read().split()[-2:])
+except (OSError, ValueError):
+    pass
 json.dump({"cpu_s": cpu, "wall_s": float(w1) - float(w0),
            "loadavg_before": l0, "loadavg_after": l1}, open(path, "w"))
 PY
