@@ -325,21 +325,8 @@ pub struct CarrierControl {
     pub draining: bool,
 }
 
-/// A webhook endpoint's record over the last day.
-#[derive(ToSchema)]
-pub struct EndpointHealth {
-    pub id: String,
-    pub tenant_id: String,
-    pub url: String,
-    pub enabled: bool,
-    pub failing_since: Option<DateTime<Utc>>,
-    /// Attempts that failed (retrying or given up) in the last 24 hours.
-    pub failures_24h: i64,
-    pub successes_24h: i64,
-}
-
 /// Every tenant's webhook endpoints, most failing first (at most 100).
 #[derive(ToSchema)]
 pub struct EndpointHealthList {
-    pub data: Vec<EndpointHealth>,
+    pub data: Vec<crate::store::webhooks::EndpointHealth>,
 }

@@ -546,14 +546,15 @@ impl Store {
     }
 }
 
-/// An endpoint's recent record (the dashboard).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// An endpoint's recent record (the dashboard; `GET /v1/admin/webhooks`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct EndpointHealth {
     pub id: String,
     pub tenant_id: String,
     pub url: String,
     pub enabled: bool,
     pub failing_since: Option<DateTime<Utc>>,
+    /// Attempts that failed (retrying or given up) in the last 24 hours.
     pub failures_24h: i64,
     pub successes_24h: i64,
 }
