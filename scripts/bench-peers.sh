@@ -32,6 +32,9 @@
 # Kannel's; a diagnostic knob, the comparison uses 1), PEERS_DLR_MASK (default 11: SMSC ack, delivered,
 # undelivered; Herald's `sent` and final webhooks), PEERS_BIN (directory of
 # prebuilt `herald` and `herald-loadtest`; default: build them),
+# PEERS_CONFIG_DIR (Herald's config directory, default ./config; with
+# PEERS_BIN it must come from the binary's commit, or Herald refuses keys it
+# does not know),
 # PEERS_OUT (results directory), PEERS_KEEP_DB=1 (keep the herald_peers
 # database; by default it is dropped at the end, with the run's RabbitMQ
 # queues and Redis keys), PEERS_PLOT (default bench-peers-latency.png
