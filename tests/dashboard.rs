@@ -15,6 +15,7 @@
 mod common;
 
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -80,7 +81,11 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    /// Stop chromedriver and the browsers it started (its process group),
+    /// also when the test failed with the browser open.
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -94,6 +99,7 @@ fn start_driver(path: &str) -> Driver {
         .port();
     let child = Command::new(path)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -139,16 +145,19 @@ async fn page_shows(page: &Client, within: Duration, script: &str) -> bool {
     .await
 }
 
-/// Press a carrier's button and wait for the row to show `state`.
+/// Press a carrier's button and wait for the row to show `state`. The table
+/// is redrawn every two seconds, so the button is found and clicked in one
+/// step in the page (a handle kept across a redraw would be stale).
 async fn press(page: &Client, carrier: &str, button: &str, state: &str) {
-    page.find(Locator::XPath(&format!(
-        "//tr[@data-carrier='{carrier}']//button[text()='{button}']"
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    let click = format!(
+        "const b = [...document.querySelectorAll('#carriers tr[data-carrier=\"{carrier}\"] button')]\
+           .find(b => b.textContent === '{button}'); \
+         if (b) {{ b.click(); return true; }} return false;"
+    );
+    assert!(
+        page_shows(page, Duration::from_secs(10), &click).await,
+        "no {button} button for {carrier}"
+    );
     let script = format!(
         "return document.querySelector('#carriers tr[data-carrier=\"{carrier}\"]').dataset.state === '{state}';"
     );
