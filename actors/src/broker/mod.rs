@@ -46,6 +46,22 @@ pub enum BrokerError {
     Timeout,
 }
 
+/// Largest AMQP frame Herald asks for (RabbitMQ's default is 128 KiB).
+/// lapin keeps 32 frames of buffer each way per connection, and Herald opens
+/// one connection per consumer (about twenty): at 128 KiB that is ~8 MiB a
+/// connection, ~150 MiB in all, at 32 KiB a quarter of it. Bodies are far
+/// smaller; a larger one is split into frames.
+pub const FRAME_MAX: u32 = 32_768;
+
+/// `url` asking for [`FRAME_MAX`], unless it names a `frame_max` itself.
+fn with_frame_max(url: &str) -> String {
+    if url.contains("frame_max=") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}frame_max={FRAME_MAX}")
+}
+
 /// How to reach RabbitMQ and how Herald's names are laid out in it.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -94,8 +110,9 @@ pub struct Broker {
 
 impl Broker {
     /// A handle; no connection is made until first use.
-    pub fn new(config: BrokerConfig) -> Self {
+    pub fn new(mut config: BrokerConfig) -> Self {
         let topology = Topology::new(&config.prefix, config.shards);
+        config.url = with_frame_max(&config.url);
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -380,6 +397,28 @@ pub fn shard_of(tenant_id: &str, shards: u16) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_ask_for_the_frame_max_unless_they_name_one() {
+        assert_eq!(
+            with_frame_max("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:guest@127.0.0.1:5672/%2f?frame_max=32768"
+        );
+        assert_eq!(
+            with_frame_max("amqp://h/%2f?heartbeat=10"),
+            "amqp://h/%2f?heartbeat=10&frame_max=32768"
+        );
+        assert_eq!(
+            with_frame_max("amqp://h/%2f?frame_max=8192"),
+            "amqp://h/%2f?frame_max=8192"
+        );
+        assert!(
+            "amqp://h/%2f?heartbeat=10&frame_max=32768"
+                .parse::<lapin::uri::AMQPUri>()
+                .is_ok(),
+            "lapin reads it"
+        );
+    }
 
     #[test]
     fn shards_are_stable_and_in_range() {
