@@ -247,9 +247,9 @@ pub fn projector_failed(kind: &'static str, error: &dyn std::fmt::Display) {
 
 /// A status entered the event log (committed), by channel and status: the
 /// whole life of messages, receipts included (`delivered`, `read`, …).
-pub fn status_logged(channel: &str, status: &str) {
+pub fn statuses_logged(channel: &str, status: &str, count: u64) {
     counter!("herald_message_statuses_total", "channel" => channel.to_owned(), "status" => status.to_owned())
-        .increment(1);
+        .increment(count);
 }
 
 /// An event sent to `<prefix>.dead`.

@@ -36,7 +36,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::report::{Percentiles, Report, Second};
+use crate::report::{Percentiles, Report};
 use crate::tracker::{histogram, Tracker};
 use crate::Options;
 
@@ -187,10 +187,6 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                     _ = tick.tick() => {}
                     _ = prog_rx.changed() => return timeline,
                 }
-                let w = tracker.take_window();
-                let a = tracker.attempted.load(Ordering::Relaxed);
-                let ok = tracker.accepted.load(Ordering::Relaxed);
-                let e = tracker.failed_requests.load(Ordering::Relaxed);
                 let at_smsc = smsc_ok(&http, &ctl)
                     .await
                     .unwrap_or(0)
@@ -200,20 +196,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 } else {
                     at_smsc
                 };
-                let s = Second {
-                    t: start.elapsed().as_secs(),
-                    attempted: a - last.0,
-                    accepted: ok - last.1,
-                    errors: e - last.2,
-                    finals: fin,
-                    accept_p99_ms: if w.is_empty() {
-                        0.0
-                    } else {
-                        w.value_at_quantile(0.99) as f64 / 1000.0
-                    },
-                    accept_max_ms: w.max() as f64 / 1000.0,
-                    ..Second::default()
-                };
+                let s = tracker.second(start.elapsed().as_secs(), &mut last, fin);
                 if !quiet {
                     eprintln!(
                         "[{:>4}s] sent {:>5}/s accepted {:>5}/s errors {:>4}/s in flight {:>5} | p99 accept {:>8.2} ms max {:>8.2} | at SMSC {:>8} final DLRs {:>8}",
@@ -223,7 +206,6 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                         tracker.stream_finals.load(Ordering::Relaxed),
                     );
                 }
-                last = (a, ok, e);
                 timeline.push(s);
             }
         })

@@ -374,25 +374,8 @@ impl Session {
                         _ = tick.tick() => {}
                         _ = prog_rx.changed() => return timeline,
                     }
-                    let w = tracker.take_window();
-                    let a = tracker.attempted.load(Ordering::Relaxed);
-                    let ok = tracker.accepted.load(Ordering::Relaxed);
-                    let e = tracker.failed_requests.load(Ordering::Relaxed);
                     let fin = tracker.stream_finals.load(Ordering::Relaxed);
-                    let s = Second {
-                        t: start.elapsed().as_secs(),
-                        attempted: a - last.0,
-                        accepted: ok - last.1,
-                        errors: e - last.2,
-                        finals: fin,
-                        accept_p99_ms: if w.is_empty() {
-                            0.0
-                        } else {
-                            w.value_at_quantile(0.99) as f64 / 1000.0
-                        },
-                        accept_max_ms: w.max() as f64 / 1000.0,
-                        ..Second::default()
-                    };
+                    let s = tracker.second(start.elapsed().as_secs(), &mut last, fin);
                     if !quiet {
                         eprintln!(
                             "[{:>4}s] sent {:>5}/s accepted {:>5}/s errors {:>4}/s in flight {:>5} | p99 accept {:>8.2} ms max {:>8.2} | final {:>8} webhooks {:>8}{}",
@@ -403,7 +386,6 @@ impl Session {
                             if want_webhook { "" } else { " (off)" },
                         );
                     }
-                    last = (a, ok, e);
                     timeline.push(s);
                 }
             })

@@ -163,6 +163,34 @@ impl Tracker {
             .count() as u64
     }
 
+    /// The progress line's figures for the second ending now (`t` seconds
+    /// into the run): counts since `last` (updated), the accept latency of
+    /// the requests answered in it, and `finals` so far.
+    pub fn second(&self, t: u64, last: &mut (u64, u64, u64), finals: u64) -> crate::report::Second {
+        let w = self.take_window();
+        let now = (
+            self.attempted.load(Ordering::Relaxed),
+            self.accepted.load(Ordering::Relaxed),
+            self.failed_requests.load(Ordering::Relaxed),
+        );
+        let s = crate::report::Second {
+            t,
+            attempted: now.0 - last.0,
+            accepted: now.1 - last.1,
+            errors: now.2 - last.2,
+            finals,
+            accept_p99_ms: if w.is_empty() {
+                0.0
+            } else {
+                w.value_at_quantile(0.99) as f64 / 1000.0
+            },
+            accept_max_ms: w.max() as f64 / 1000.0,
+            ..crate::report::Second::default()
+        };
+        *last = now;
+        s
+    }
+
     pub fn take_window(&self) -> Histogram<u64> {
         let mut w = lock(&self.accept_window);
         let out = w.clone();

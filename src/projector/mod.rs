@@ -326,8 +326,22 @@ impl Worker {
             .project(&lookup, |loaded| fold::fold(events, loaded))
             .await?;
         telemetry::projector_batch(events.len(), started.elapsed(), &report);
+        // Counted once per (channel, status) of the batch, not per entry.
+        let mut logged: Vec<(&str, &str, u64)> = Vec::new();
+        for p in &projected {
+            let (channel, status) = (p.event.channel.as_str(), p.event.status.as_str());
+            match logged
+                .iter_mut()
+                .find(|(c, s, _)| *c == channel && *s == status)
+            {
+                Some(entry) => entry.2 += 1,
+                None => logged.push((channel, status, 1)),
+            }
+        }
+        for (channel, status, n) in logged {
+            telemetry::statuses_logged(channel, status, n);
+        }
         for p in projected {
-            telemetry::status_logged(&p.event.channel, &p.event.status);
             // No subscriber is fine: the log is the source of truth.
             let _ = self.changes.send(Arc::new(StatusChange::from(p)));
         }
