@@ -139,8 +139,12 @@ async fn setup_with(extra_env: &[(&str, String)]) -> Setup {
     }
 }
 
-/// Publish the `sent` event a carrier connection would, with its reference.
+/// Publish the `sent` event a carrier connection would, with its reference,
+/// once the real connection has logged `sending` (its submission then hangs
+/// in the black hole). Publishing earlier would let that `sending` land late,
+/// after the test's callbacks, as the message's last log entry.
 async fn sent(s: &Setup, id: &str, carrier: &str, carrier_ref: &str) {
+    wait_status(s, id, "sending").await;
     let event = EventTask::StatusV1(StatusEvent {
         event_id: new_event_id(),
         message_id: MessageId::from_trusted(id.into()),

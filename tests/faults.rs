@@ -248,3 +248,56 @@ async fn sigterm_during_load_loses_no_accepted_message() {
         before
     );
 }
+
+/// A broker slower to confirm than a connection attempt may take is waited
+/// for (up to `confirm_timeout`), not dropped and reconnected: on a busy box
+/// that turned into a loop of reconnects in which little was published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_broker_is_waited_for_not_reconnected() {
+    use herald_actors::broker::{Broker, BrokerConfig, Outgoing};
+
+    let env = TestEnv::new();
+    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let broker = Broker::new(BrokerConfig {
+        url: format!("amqp://guest:guest@{}/%2f", proxy.addr),
+        prefix: env.name.clone(),
+        shards: common::SHARDS,
+        timeout: Duration::from_millis(500),
+        confirm_timeout: Duration::from_secs(10),
+    });
+    broker.ensure_connected().await.expect("connects");
+    let batch: Vec<Outgoing> = (0..20)
+        .map(|i| Outgoing {
+            exchange: broker.topology().events_exchange(),
+            routing_key: "status".into(),
+            body: format!("{{\"n\":{i}}}").into_bytes(),
+            priority: 0,
+        })
+        .collect();
+
+    // Each chunk held 400 ms both ways: a confirm takes about a second,
+    // twice the connection attempt's timeout.
+    proxy.slow_down(Duration::from_millis(400));
+    let started = Instant::now();
+    broker
+        .publish_confirmed(&batch)
+        .await
+        .expect("a slow confirm is waited for");
+    assert!(
+        started.elapsed() > Duration::from_millis(500),
+        "the proxy did not slow the confirm down: {:?}",
+        started.elapsed()
+    );
+    proxy.slow_down(Duration::ZERO);
+    broker.publish_confirmed(&batch).await.expect("publishes");
+    assert_eq!(proxy.connections(), 1, "the connection was dropped");
+    let events = env.broker();
+    assert_eq!(
+        events
+            .drain(&events.topology().events_queue())
+            .await
+            .unwrap()
+            .len(),
+        40
+    );
+}

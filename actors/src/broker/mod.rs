@@ -226,10 +226,15 @@ impl Broker {
             return Ok(());
         }
         let channel = self.channel(false).await?;
-        let result =
-            tokio::time::timeout(self.inner.config.timeout, Self::publish_on(&channel, batch))
-                .await
-                .unwrap_or(Err(BrokerError::Timeout));
+        // The confirm timeout, not the connection attempt's: a broker that
+        // is slow to confirm (busy CPU, disk) is alive, and dropping its
+        // connection on every slow batch would only add reconnects to it.
+        let result = tokio::time::timeout(
+            self.inner.config.confirm_timeout,
+            Self::publish_on(&channel, batch),
+        )
+        .await
+        .unwrap_or(Err(BrokerError::Timeout));
         if result.is_err() {
             self.invalidate().await;
         }
