@@ -172,6 +172,17 @@ impl Kv {
             .map_err(KvError::from)
     }
 
+    async fn run_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, KvError> {
+        let mut c = self.conn().await?;
+        tokio::time::timeout(self.timeout, pipe.query_async(&mut c))
+            .await
+            .map_err(|_| KvError::Unavailable("timed out".into()))?
+            .map_err(KvError::from)
+    }
+
     /// `PING`.
     pub async fn ping(&self) -> Result<(), KvError> {
         let pong: String = self.run(&redis::cmd("PING")).await?;
@@ -385,6 +396,22 @@ impl herald_actors::ledger::SubmissionLedger for Kv {
             )
             .await
             .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// One round trip for the lot: a pipeline of `SET … EX`.
+    async fn record_sent_many(&self, sent: &[(String, Vec<String>)]) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        for (id, refs) in sent {
+            let refs = serde_json::to_string(refs).map_err(|e| e.to_string())?;
+            pipe.cmd("SET")
+                .arg(self.key(&["sent", id]))
+                .arg(refs)
+                .arg("EX")
+                .arg(herald_actors::ledger::REMEMBER.as_secs())
+                .ignore();
+        }
+        let _: () = self.run_pipe(&pipe).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 }

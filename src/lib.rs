@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod app;
+pub mod batch;
 pub mod config;
 pub mod demo;
 pub mod ingest;

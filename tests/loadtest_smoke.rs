@@ -44,7 +44,7 @@ async fn loadtest_smoke_loses_nothing_and_duplicates_nothing() {
     );
 
     let mut opts = Options::new(&herald.url, keys, 100.0, Duration::from_secs(3));
-    opts.drain = Duration::from_secs(30);
+    opts.drain = Duration::from_secs(60);
     opts.smsc_control = Some(format!("http://{}", sim.http_addr().unwrap()));
     let report = herald_loadtest::run(opts).await.expect("load test runs");
     println!("{}", report.table());

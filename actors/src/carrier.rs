@@ -10,6 +10,14 @@
 //! outcome is published and confirmed; one still held when the actor stops
 //! or crashes goes back to the queue (see `broker::Incoming`).
 //!
+//! A window slot is held from the submit until the carrier answers. What
+//! follows (the ledger record, the confirmed publish of the outcome, the
+//! acknowledgement) is the settler's: one task per bind that takes every
+//! settlement waiting, records them in the ledger in one round trip and
+//! publishes them with one confirm, in order (a message's `sending` is
+//! queued to it before its submit, so it is published before its `sent`).
+//! At most [`SETTLING_PER_SLOT`] settlements per slot wait for it.
+//!
 //! Supervision: the actor is `Supervised`. When the bind is lost or refused
 //! it stops; the supervisor restarts it after a back-off that doubles with
 //! each consecutive failure. A panic is caught by the HealthMonitor instead.
@@ -25,6 +33,7 @@ use herald_carriers::smpp::{AckedReceipt, SmppClient};
 use herald_carriers::voice::VoiceConnection;
 use herald_carriers::whatsapp::WhatsappConnection;
 use herald_carriers::{CarrierConnection as CarrierLink, CarrierError, Submission, Submitted};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::breaker::Breaker;
@@ -50,6 +59,11 @@ pub const STATUS_INTERVAL: Duration = Duration::from_millis(500);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Receipts published per batch.
 const RECEIPT_BATCH: usize = 256;
+/// Answered submissions waiting for the settler, per window slot: past it
+/// the bind submits nothing more until settlements catch up.
+pub const SETTLING_PER_SLOT: usize = 4;
+/// Most settlements published with one confirm.
+const SETTLE_BATCH: usize = 256;
 
 /// Crash on purpose (chaos testing through the admin API).
 #[derive(Message)]
@@ -101,7 +115,12 @@ pub struct CarrierConnection {
     /// Deliveries taken from the queue, not yet submitted. They stay
     /// unacknowledged in RabbitMQ until their outcome is published.
     pending: VecDeque<(Incoming, Delivery)>,
+    /// Submitted, not answered by the carrier (the window).
     in_flight: usize,
+    /// Answered, handed to the settler, not settled yet.
+    settling: usize,
+    /// This generation's settler.
+    settler: Option<mpsc::UnboundedSender<Settle>>,
     /// Ids of the messages in flight: a second copy of one (a redelivery)
     /// waits until the first is settled, then the ledger stops it.
     submitting: HashSet<String>,
@@ -147,6 +166,8 @@ impl CarrierConnection {
             client: None,
             pending: VecDeque::new(),
             in_flight: 0,
+            settling: 0,
+            settler: None,
             submitting: HashSet::new(),
             pump_scheduled: false,
             failures: 0,
@@ -349,7 +370,8 @@ impl CarrierConnection {
     /// Consume the carrier's queue.
     fn consume(&mut self, ctx: &mut Context<Self>) {
         let queue = self.broker.topology().carrier_queue(self.id());
-        let prefetch = (self.window() * 2).min(u16::MAX as usize) as u16;
+        // Room for the window, the settling backlog and as much waiting.
+        let prefetch = (self.window() * (SETTLING_PER_SLOT + 2)).min(u16::MAX as usize) as u16;
         let rx = self.broker.subscribe(queue, prefetch);
         self.consuming = Some(ctx.add_stream(ReceiverStream::new(rx)));
     }
@@ -362,7 +384,10 @@ impl CarrierConnection {
         if self.paused {
             return;
         }
-        while self.in_flight < self.window() && !self.pending.is_empty() {
+        while self.in_flight < self.window()
+            && self.settling < self.window() * SETTLING_PER_SLOT
+            && !self.pending.is_empty()
+        {
             let Some(next) = self
                 .pending
                 .iter()
@@ -450,7 +475,7 @@ impl CarrierConnection {
             vec![],
             None,
         );
-        let broker = self.broker.clone();
+        let settler = self.settler.clone();
         let ledger = self.ledger.clone();
         let generation = self.generation;
         async move {
@@ -458,17 +483,22 @@ impl CarrierConnection {
             if let Ok(Some(refs)) = ledger.already_sent(&id).await {
                 return Err(refs);
             }
-            let announce = broker.publish_confirmed(std::slice::from_ref(&sending));
+            // Published by the settler, ahead of this message's outcome;
+            // best effort, the slot does not wait for it.
+            if let Some(settler) = settler {
+                let _ = settler.send(Settle::Announce(sending));
+            }
             let started = Instant::now();
-            let (announced, result) = futures::join!(announce, client.submit(submission));
-            Ok((announced, result, started.elapsed()))
+            let result = client.submit(submission).await;
+            Ok((result, started.elapsed()))
         }
         .into_actor(self)
         .map(move |answer, act, ctx| {
             if act.generation != generation {
                 return; // a previous bind's answer; the delivery is requeued by drop
             }
-            let (announced, result, elapsed) = match answer {
+            act.in_flight = act.in_flight.saturating_sub(1);
+            let (result, elapsed) = match answer {
                 Ok(answer) => answer,
                 Err(refs) => {
                     // Sent before (a redelivery): say so again, do not send.
@@ -487,24 +517,18 @@ impl CarrierConnection {
                     return;
                 }
             };
-            if let Err(e) = announced {
-                telemetry::publish_failed("sending event", &e);
-            }
             act.outcome(incoming, delivery, result, elapsed, ctx);
         })
         .spawn(ctx);
     }
 
-    /// One submission is settled (its delivery acknowledged or given back):
-    /// its window slot is free. Counting slots until settlement, not just
-    /// until the carrier answers, bounds what a crash can send twice by the
-    /// window.
-    fn settled(&mut self, id: &str, ctx: &mut Context<Self>) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+    /// Message `id` is no longer ours to submit (settled, or back in
+    /// `pending`): a copy of it may go, and so may the next submissions.
+    fn released(&mut self, id: &str, ctx: &mut Context<Self>) {
         self.submitting.remove(id);
         if self.draining {
             self.pending.clear();
-            if self.in_flight == 0 {
+            if self.in_flight == 0 && self.settling == 0 {
                 if let Some(done) = self.drained.take() {
                     let _ = done.send(());
                 }
@@ -563,7 +587,7 @@ impl CarrierConnection {
                 // Still ours: try again when the rate allows.
                 let id = delivery.envelope.id.to_string();
                 self.pending.push_front((incoming, delivery));
-                self.settled(&id, ctx);
+                self.released(&id, ctx);
             }
             Err(CarrierError::ConnectionLost { text }) => {
                 telemetry::carrier_submitted(&id, "connection_lost", seconds);
@@ -571,7 +595,6 @@ impl CarrierConnection {
                 // Requeued when we stop (the bind-lost watcher stops us).
                 self.submitting.remove(delivery.envelope.id.as_str());
                 self.pending.push_front((incoming, delivery));
-                self.in_flight = self.in_flight.saturating_sub(1);
                 ctx.stop();
             }
             Err(e @ CarrierError::Temporary { .. }) => {
@@ -633,11 +656,12 @@ impl CarrierConnection {
         ));
     }
 
-    /// [`Self::finish`] for a submission holding a window slot: the slot is
-    /// freed when the delivery is settled. `sent_refs`: the carrier accepted
-    /// message `id` with these references; recorded in the ledger first.
+    /// [`Self::finish`] for an answered submission, through the settler:
+    /// message `id` is released when its delivery is settled. `sent_refs`:
+    /// the carrier accepted it with these references; recorded in the
+    /// ledger before the publish.
     fn finish_counted(
-        &self,
+        &mut self,
         incoming: Incoming,
         out: Vec<Outgoing>,
         status: &'static str,
@@ -645,25 +669,136 @@ impl CarrierConnection {
         sent_refs: Option<Vec<String>>,
         ctx: &mut Context<Self>,
     ) {
-        let me = ctx.address();
-        let generation = self.generation;
-        let ledger = self.ledger.clone();
-        let work = settle(
-            self.broker.clone(),
-            self.spec.id.clone(),
+        self.settling += 1;
+        let settle = Settle::Done {
             incoming,
             out,
             status,
-        );
-        actix::spawn(async move {
-            if let Some(refs) = sent_refs {
-                if let Err(e) = ledger.record_sent(&id, &refs).await {
-                    tracing::warn!(error = %e, "submission ledger unavailable");
-                }
+            id,
+            sent_refs,
+        };
+        let settle = match &self.settler {
+            Some(settler) => match settler.send(settle) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(settle)) => settle,
+            },
+            None => settle,
+        };
+        // No settler, or it died: start another rather than hold the delivery.
+        let settler = self.start_settler(ctx);
+        let _ = settler.send(settle);
+        self.settler = Some(settler);
+    }
+
+    fn start_settler(&self, ctx: &Context<Self>) -> mpsc::UnboundedSender<Settle> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        actix::spawn(settler(
+            self.broker.clone(),
+            self.ledger.clone(),
+            self.spec.id.clone(),
+            self.generation,
+            ctx.address(),
+            rx,
+        ));
+        tx
+    }
+}
+
+/// Work for the settler.
+enum Settle {
+    /// A `sending` event: best effort.
+    Announce(Outgoing),
+    /// An answered submission: record `sent_refs` in the ledger, publish
+    /// `out`, then acknowledge `incoming` (give it back if the publish fails).
+    Done {
+        incoming: Incoming,
+        out: Vec<Outgoing>,
+        status: &'static str,
+        id: String,
+        sent_refs: Option<Vec<String>>,
+    },
+}
+
+/// Settle in batches, in order, until every sender is gone and the queue
+/// is empty. Runs apart from the actor, so a restart does not cut it short.
+async fn settler(
+    broker: Broker,
+    ledger: Arc<dyn SubmissionLedger>,
+    carrier: String,
+    generation: u64,
+    me: Addr<CarrierConnection>,
+    mut rx: mpsc::UnboundedReceiver<Settle>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < SETTLE_BATCH {
+            match rx.try_recv() {
+                Ok(s) => batch.push(s),
+                Err(_) => break,
             }
-            work.await;
+        }
+        let sent: Vec<(String, Vec<String>)> = batch
+            .iter()
+            .filter_map(|s| match s {
+                Settle::Done {
+                    id,
+                    sent_refs: Some(refs),
+                    ..
+                } => Some((id.clone(), refs.clone())),
+                _ => None,
+            })
+            .collect();
+        if !sent.is_empty() {
+            if let Err(e) = ledger.record_sent_many(&sent).await {
+                tracing::warn!(error = %e, "submission ledger unavailable");
+            }
+        }
+        let out: Vec<Outgoing> = batch
+            .iter()
+            .flat_map(|s| match s {
+                Settle::Announce(o) => std::slice::from_ref(o),
+                Settle::Done { out, .. } => out.as_slice(),
+            })
+            .cloned()
+            .collect();
+        let published = broker.publish_confirmed(&out).await;
+        let done: Vec<_> = batch
+            .into_iter()
+            .filter_map(|s| match s {
+                Settle::Done {
+                    incoming,
+                    status,
+                    id,
+                    ..
+                } => Some((incoming, status, id)),
+                Settle::Announce(_) => None,
+            })
+            .collect();
+        if let Err(e) = &published {
+            let what = if done.is_empty() {
+                "sending event"
+            } else {
+                "carrier outcome"
+            };
+            telemetry::publish_failed(what, e);
+        }
+        let ok = published.is_ok();
+        let settled = futures::future::join_all(done.into_iter().map(|(incoming, status, id)| {
+            let carrier = &carrier;
+            async move {
+                if ok {
+                    telemetry::message_outcome(carrier, status);
+                    let _ = incoming.ack().await;
+                } else {
+                    let _ = incoming.requeue().await;
+                }
+                id
+            }
+        }))
+        .await;
+        for id in settled {
             me.do_send(Settled { generation, id });
-        });
+        }
     }
 }
 
@@ -693,7 +828,8 @@ impl Handler<Settled> for CarrierConnection {
 
     fn handle(&mut self, msg: Settled, ctx: &mut Self::Context) {
         if msg.generation == self.generation {
-            self.settled(&msg.id, ctx);
+            self.settling = self.settling.saturating_sub(1);
+            self.released(&msg.id, ctx);
         }
     }
 }
@@ -735,6 +871,7 @@ impl Actor for CarrierConnection {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.generation += 1;
+        self.settler = Some(self.start_settler(ctx));
         if self.draining {
             return;
         }
@@ -763,6 +900,9 @@ impl Supervised for CarrierConnection {
         // Dropping them gives them back to the queue.
         self.pending.clear();
         self.in_flight = 0;
+        // The old settler finishes what it holds; its reports are ignored.
+        self.settler = None;
+        self.settling = 0;
         self.submitting.clear();
         self.pump_scheduled = false;
         self.consuming = None;
@@ -848,7 +988,7 @@ impl Handler<Drain> for CarrierConnection {
         self.draining = true;
         self.pending.clear();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.in_flight == 0 {
+        if self.in_flight == 0 && self.settling == 0 {
             let _ = tx.send(());
         } else {
             self.drained = Some(tx);

@@ -5,8 +5,10 @@
 //! carrier connection asks the ledger before submitting and records each
 //! accepted message with its carrier references, so such a message is not
 //! sent again: its `sent` event is published once more (with the recorded
-//! references, so receipts still correlate) and it is acknowledged. What remains possible is a crash between the carrier's answer and
-//! the record: at most the window of one bind. When the ledger is away,
+//! references, so receipts still correlate) and it is acknowledged. What
+//! remains possible is a crash between the carrier's answer and the record:
+//! at most what one bind has answered and not yet settled (its window plus
+//! its settling backlog, see `carrier::SETTLING_PER_SLOT`). When the ledger is away,
 //! messages are sent (at least once) rather than held.
 
 use std::time::Duration;
@@ -22,6 +24,13 @@ pub trait SubmissionLedger: Send + Sync + 'static {
     async fn already_sent(&self, message_id: &str) -> Result<Option<Vec<String>>, String>;
     /// Record that a carrier accepted this message, with its references.
     async fn record_sent(&self, message_id: &str, carrier_refs: &[String]) -> Result<(), String>;
+    /// [`Self::record_sent`] for several messages: `(message id, references)`.
+    async fn record_sent_many(&self, sent: &[(String, Vec<String>)]) -> Result<(), String> {
+        for (id, refs) in sent {
+            self.record_sent(id, refs).await?;
+        }
+        Ok(())
+    }
 }
 
 /// No ledger: every delivery is submitted (single node tools and tests).

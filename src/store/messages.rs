@@ -236,6 +236,20 @@ impl Store {
         .await
     }
 
+    /// The messages among `ids`, in no order; the caller checks tenants.
+    pub async fn messages_by_ids(&self, ids: &[String]) -> Result<Vec<MessageRecord>, StoreError> {
+        self.with(|c| async move {
+            let rows = c
+                .query(
+                    &format!("SELECT {COLUMNS} FROM messages WHERE id = ANY($1)"),
+                    &[&ids],
+                )
+                .await?;
+            rows.iter().map(message_from_row).collect()
+        })
+        .await
+    }
+
     /// A message's event log, in order.
     pub async fn message_events(&self, id: &MessageId) -> Result<Vec<EventRecord>, StoreError> {
         self.with(|c| async move {

@@ -213,6 +213,23 @@ impl Store {
         .await
     }
 
+    /// The live (not deleted) endpoints among `ids`, in no order.
+    pub async fn endpoints_by_ids(&self, ids: &[String]) -> Result<Vec<EndpointRow>, StoreError> {
+        self.with(|c| async move {
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
+                         WHERE id = ANY($1) AND deleted_at IS NULL"
+                    ),
+                    &[&ids],
+                )
+                .await?;
+            Ok(rows.iter().map(endpoint_from_row).collect())
+        })
+        .await
+    }
+
     /// Delete (soft: attempts keep naming it). Whether it existed.
     pub async fn delete_endpoint(
         &self,
@@ -318,6 +335,68 @@ impl Store {
                     &a.latency_ms,
                     &a.error,
                     &a.next_try_at,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Record several attempts with one statement (all or none), in order.
+    pub async fn record_attempts(&self, rows: &[AttemptRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        macro_rules! column {
+            ($f:ident) => {
+                rows.iter().map(|a| a.$f.clone()).collect::<Vec<_>>()
+            };
+        }
+        let (tenants, types, webhook_ids, cursors) = (
+            column!(tenant_id),
+            column!(event_type),
+            column!(webhook_id),
+            column!(event_cursor),
+        );
+        let (messages, endpoints, urls, attempts) = (
+            column!(message_id),
+            column!(endpoint_id),
+            column!(url),
+            column!(attempt),
+        );
+        let (outcomes, codes, latencies, errors, next) = (
+            column!(outcome),
+            column!(status_code),
+            column!(latency_ms),
+            column!(error),
+            column!(next_try_at),
+        );
+        self.with(|c| async move {
+            c.execute(
+                "INSERT INTO webhook_attempts (tenant_id, event_type, webhook_id, event_cursor, \
+                   message_id, endpoint_id, url, attempt, outcome, status_code, latency_ms, \
+                   error, next_try_at) \
+                 SELECT t, ty, w, ec, m, e, u, a, o, sc, l, er, n \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+                             $6::text[], $7::text[], $8::int[], $9::text[], $10::int[], \
+                             $11::int[], $12::text[], $13::timestamptz[]) \
+                      WITH ORDINALITY AS x(t, ty, w, ec, m, e, u, a, o, sc, l, er, n, k) \
+                 ORDER BY k",
+                &[
+                    &tenants,
+                    &types,
+                    &webhook_ids,
+                    &cursors,
+                    &messages,
+                    &endpoints,
+                    &urls,
+                    &attempts,
+                    &outcomes,
+                    &codes,
+                    &latencies,
+                    &errors,
+                    &next,
                 ],
             )
             .await?;

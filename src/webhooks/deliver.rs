@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use herald_actors::broker::{Broker, Incoming};
-use herald_actors::{MessageId, TenantId};
 use serde_json::json;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -23,7 +22,9 @@ use tokio::task::JoinSet;
 use super::dispatcher::publish;
 use super::seal::Sealer;
 use super::{sign, target, EndpointId, Settings, WebhookTask, ENDPOINT_DISABLED, MESSAGE_STATUS};
-use crate::store::webhooks::AttemptRow;
+use crate::batch::Batcher;
+use crate::message::MessageRecord;
+use crate::store::webhooks::{AttemptRow, EndpointRow};
 use crate::store::Store;
 use crate::telemetry;
 
@@ -32,6 +33,11 @@ const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
 
 /// Longest wait at shutdown for deliveries in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most lookups or attempt rows per statement, and statements of one kind
+/// running at once.
+const STORE_BATCH: usize = 256;
+const STORE_CONCURRENCY: usize = 2;
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,8 +64,105 @@ pub fn classify(status: u16, retry_after: Option<&str>) -> Outcome {
     }
 }
 
+/// The deliverer's store calls, each grouped across concurrent deliveries
+/// (see [`Batcher`]): per attempt one endpoint and one message lookup and
+/// one attempt row, but few statements and commits.
+struct Batched {
+    endpoints: Batcher<String, Result<Option<EndpointRow>, String>>,
+    messages: Batcher<(String, String), Result<Option<MessageRecord>, String>>,
+    attempts: Batcher<AttemptRow, Result<(), String>>,
+}
+
+impl Batched {
+    fn start(store: &Store) -> Self {
+        let s = store.clone();
+        let endpoints = Batcher::start(STORE_BATCH, STORE_CONCURRENCY, move |ids: Vec<String>| {
+            let s = s.clone();
+            async move {
+                match s.endpoints_by_ids(&ids).await {
+                    Ok(rows) => {
+                        let by_id: HashMap<String, EndpointRow> = rows
+                            .into_iter()
+                            .map(|r| (r.id.as_str().to_owned(), r))
+                            .collect();
+                        ids.iter().map(|id| Ok(by_id.get(id).cloned())).collect()
+                    }
+                    Err(e) => vec![Err(e.to_string()); ids.len()],
+                }
+            }
+        });
+        let s = store.clone();
+        let messages = Batcher::start(
+            STORE_BATCH,
+            STORE_CONCURRENCY,
+            move |keys: Vec<(String, String)>| {
+                let s = s.clone();
+                async move {
+                    let ids: Vec<String> = keys.iter().map(|(_, id)| id.clone()).collect();
+                    match s.messages_by_ids(&ids).await {
+                        Ok(rows) => {
+                            let by_id: HashMap<String, MessageRecord> = rows
+                                .into_iter()
+                                .map(|m| (m.id.as_str().to_owned(), m))
+                                .collect();
+                            keys.iter()
+                                .map(|(tenant, id)| {
+                                    Ok(by_id
+                                        .get(id)
+                                        .filter(|m| m.tenant_id.as_str() == tenant)
+                                        .cloned())
+                                })
+                                .collect()
+                        }
+                        Err(e) => vec![Err(e.to_string()); keys.len()],
+                    }
+                }
+            },
+        );
+        let s = store.clone();
+        let attempts = Batcher::start(
+            STORE_BATCH,
+            STORE_CONCURRENCY,
+            move |rows: Vec<AttemptRow>| {
+                let s = s.clone();
+                async move {
+                    let answer = s.record_attempts(&rows).await.map_err(|e| e.to_string());
+                    vec![answer; rows.len()]
+                }
+            },
+        );
+        Self {
+            endpoints,
+            messages,
+            attempts,
+        }
+    }
+
+    async fn endpoint(&self, id: &EndpointId) -> Result<Option<EndpointRow>, String> {
+        self.endpoints
+            .call(id.as_str().to_owned())
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    async fn message(&self, tenant: &str, id: &str) -> Result<Option<MessageRecord>, String> {
+        self.messages
+            .call((tenant.to_owned(), id.to_owned()))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    async fn record(&self, row: &AttemptRow) -> Result<(), String> {
+        self.attempts
+            .call(row.clone())
+            .await
+            .map_err(|e| e.to_string())?
+    }
+}
+
 struct Deliverer {
     store: Store,
+    batched: Batched,
     broker: Broker,
     sealer: Sealer,
     settings: Arc<Settings>,
@@ -90,6 +193,7 @@ pub async fn run(
         }
     }
     let me = Arc::new(Deliverer {
+        batched: Batched::start(&store),
         store,
         broker: broker.clone(),
         sealer,
@@ -201,16 +305,10 @@ impl Deliverer {
             attempt,
             event,
         } = task;
-        let tenant = TenantId::from_trusted(tenant_id.clone());
         // The signing secret, and whether the endpoint is in a run of
         // failures (a success then ends it).
         let (secret, failing) = match endpoint_id {
-            Some(id) => match self
-                .store
-                .endpoint_by_id(id)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            Some(id) => match self.batched.endpoint(id).await? {
                 Some(ep) if ep.enabled => (
                     self.sealer
                         .open(&ep.secret_sealed)
@@ -246,19 +344,10 @@ impl Deliverer {
                 row.outcome = "failed".into();
                 row.error = Some(e.to_string());
                 telemetry::webhook_attempt("refused", None);
-                return self
-                    .store
-                    .record_attempt(&row)
-                    .await
-                    .map_err(|e| e.to_string());
+                return self.batched.record(&row).await;
             }
         }
-        let Some(message) = self
-            .store
-            .message(&tenant, &MessageId::from_trusted(message_id.clone()))
-            .await
-            .map_err(|e| e.to_string())?
-        else {
+        let Some(message) = self.batched.message(tenant_id, message_id).await? else {
             return Ok(());
         };
         let error = event
@@ -335,10 +424,7 @@ impl Deliverer {
             Outcome::Succeeded => {
                 row.outcome = "succeeded".into();
                 telemetry::webhook_attempt("succeeded", Some(latency));
-                self.store
-                    .record_attempt(&row)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.batched.record(&row).await?;
                 if let (Some(id), true) = (endpoint_id, failing) {
                     if let Err(e) = self.store.endpoint_succeeded(id).await {
                         health_not_recorded(id, "succeeded", &e);
@@ -348,10 +434,7 @@ impl Deliverer {
             Outcome::Gone => {
                 row.outcome = "failed".into();
                 telemetry::webhook_attempt("gone", Some(latency));
-                self.store
-                    .record_attempt(&row)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.batched.record(&row).await?;
                 if let Some(id) = endpoint_id {
                     self.disable(id, tenant_id, url, "gone").await;
                 }
@@ -366,10 +449,7 @@ impl Deliverer {
                 row.outcome = if next.is_some() { "retrying" } else { "failed" }.into();
                 row.next_try_at = next.map(|ms| now + chrono::Duration::milliseconds(ms as i64));
                 telemetry::webhook_attempt(&row.outcome, Some(latency));
-                self.store
-                    .record_attempt(&row)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.batched.record(&row).await?;
                 if let Some(ms) = next {
                     let mut again = task.clone();
                     let WebhookTask::DeliverV1 { attempt, .. } = &mut again;

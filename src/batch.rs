@@ -1,0 +1,129 @@
+//! Group commit for any store call: concurrent callers hand one request each
+//! to a [`Batcher`] and wait for their answer; one collector gathers what is
+//! waiting into a batch and runs the work once for all of it. Alone, a
+//! request runs at once (no timer, no added latency); under load, requests
+//! queue behind the running batches (at most `concurrency`) and share the
+//! next one, so the database sees a few statements with many rows instead of
+//! many statements with one.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// The batcher is gone (shutdown) or its work answered too few requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("batch worker unavailable")]
+pub struct Closed;
+
+type Job<Q, A> = (Q, oneshot::Sender<A>);
+
+/// A handle on one collector. Cheap to clone; the collector stops when the
+/// last handle is dropped, after answering what it holds.
+pub struct Batcher<Q, A> {
+    tx: mpsc::Sender<Job<Q, A>>,
+}
+
+impl<Q, A> Clone for Batcher<Q, A> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
+    /// Start a collector. `work` gets up to `max_batch` requests in arrival
+    /// order and must answer each, in the same order.
+    pub fn start<F, Fut>(max_batch: usize, concurrency: usize, work: F) -> Self
+    where
+        F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<A>> + Send + 'static,
+    {
+        let max_batch = max_batch.max(1);
+        let concurrency = concurrency.max(1);
+        let (tx, mut rx) = mpsc::channel::<Job<Q, A>>(max_batch * concurrency * 2);
+        let work = Arc::new(work);
+        let slots = Arc::new(Semaphore::new(concurrency));
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                // Gathered once a slot is free: what arrived meanwhile rides along.
+                let mut jobs = vec![first];
+                while jobs.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let work = work.clone();
+                tokio::spawn(async move {
+                    let (requests, replies): (Vec<Q>, Vec<_>) = jobs.into_iter().unzip();
+                    let answers = work(requests).await;
+                    // A reply left without an answer is dropped: its caller
+                    // sees `Closed`.
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(answer);
+                    }
+                    drop(slot);
+                });
+            }
+        });
+        Self { tx }
+    }
+
+    /// Hand in one request and wait for its answer.
+    pub async fn call(&self, request: Q) -> Result<A, Closed> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((request, reply)).await.map_err(|_| Closed)?;
+        answer.await.map_err(|_| Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_lone_request_runs_at_once_and_concurrent_ones_share_batches() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let b = Batcher::start(8, 1, move |xs: Vec<u32>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                xs.into_iter().map(|x| x * 2).collect::<Vec<_>>()
+            }
+        });
+        assert_eq!(b.call(21).await, Ok(42));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let answers = futures::future::join_all((0..40u32).map(|i| {
+            let b = b.clone();
+            async move { b.call(i).await }
+        }))
+        .await;
+        assert_eq!(
+            answers,
+            (0..40u32).map(|i| Ok(i * 2)).collect::<Vec<_>>(),
+            "each caller gets its own answer"
+        );
+        let batches = calls.load(Ordering::SeqCst) - 1;
+        assert!(
+            (5..40).contains(&batches),
+            "40 requests at 8 per batch took {batches} batches"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_short_answer_leaves_the_rest_closed() {
+        let b = Batcher::start(4, 1, |xs: Vec<u32>| async move {
+            xs.into_iter().skip(1).collect::<Vec<_>>()
+        });
+        assert_eq!(b.call(1).await, Err(Closed));
+    }
+}
