@@ -2,8 +2,10 @@
 //! records the attempt, schedules the retry and keeps endpoints' health.
 //!
 //! Lifecycle of one task: at most `endpoint_concurrency` deliveries run per
-//! endpoint; a task for a busy endpoint is parked `busy_delay` in a delay
-//! queue (so it holds no prefetch slot and other endpoints keep flowing).
+//! endpoint; a task for a busy endpoint waits here for a slot (at most
+//! twice `endpoint_concurrency` tasks per endpoint, each at most
+//! `busy_delay`), else it is parked `busy_delay` in a delay queue (so it
+//! holds no prefetch slot and other endpoints keep flowing).
 //! The answer decides the [`Outcome`]; the task is acknowledged only after
 //! its attempt row is written and any retry task is confirmed by RabbitMQ.
 //! What follows (the endpoint's health, a disabling notice) is best effort:
@@ -160,6 +162,17 @@ impl Batched {
     }
 }
 
+/// Deliveries to one endpoint: `slots` run at once, `queue` more may wait
+/// here for a slot (holding their prefetch slot, so bounded).
+struct Gate {
+    slots: Arc<Semaphore>,
+    queue: Semaphore,
+}
+
+/// Tasks that may wait in memory for a busy endpoint, per delivery slot;
+/// the rest go to the delay queue (RabbitMQ work, so kept for real backlogs).
+const WAITING_PER_SLOT: usize = 2;
+
 struct Deliverer {
     store: Store,
     batched: Batched,
@@ -167,8 +180,8 @@ struct Deliverer {
     sealer: Sealer,
     settings: Arc<Settings>,
     http: reqwest::Client,
-    /// One semaphore per endpoint (or callback URL).
-    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// One gate per endpoint (or callback URL).
+    limits: Mutex<HashMap<String, Arc<Gate>>>,
 }
 
 pub async fn run(
@@ -223,18 +236,34 @@ pub async fn run(
 }
 
 impl Deliverer {
-    fn permit(&self, key: &str) -> Option<OwnedSemaphorePermit> {
-        let sem = {
+    /// A delivery slot for `key`: at once when one is free; else, when
+    /// few others wait for this endpoint, after waiting up to `busy_delay`
+    /// here; else none (the task goes to the delay queue).
+    async fn permit(&self, key: &str) -> Option<OwnedSemaphorePermit> {
+        let gate = {
             let mut limits = self.limits.lock().expect("limits lock");
             if limits.len() > 10_000 {
-                limits.retain(|_, s| Arc::strong_count(s) > 1);
+                limits.retain(|_, g| Arc::strong_count(g) > 1);
             }
             limits
                 .entry(key.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.settings.endpoint_concurrency)))
+                .or_insert_with(|| {
+                    let n = self.settings.endpoint_concurrency;
+                    Arc::new(Gate {
+                        slots: Arc::new(Semaphore::new(n)),
+                        queue: Semaphore::new(n * WAITING_PER_SLOT),
+                    })
+                })
                 .clone()
         };
-        sem.try_acquire_owned().ok()
+        if let Ok(p) = gate.slots.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        let _waiting = gate.queue.try_acquire().ok()?;
+        tokio::time::timeout(self.settings.busy_delay, gate.slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     async fn settle(&self, incoming: Incoming, ok: bool) {
@@ -270,7 +299,7 @@ impl Deliverer {
         let key = endpoint_id
             .as_ref()
             .map_or_else(|| url.clone(), |e| e.as_str().to_owned());
-        let Some(_permit) = self.permit(&key) else {
+        let Some(_permit) = self.permit(&key).await else {
             telemetry::webhook_attempt("deferred", None);
             let ok = self
                 .later(&task, self.settings.busy_delay.as_millis() as u64)
