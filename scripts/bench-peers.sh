@@ -30,7 +30,9 @@
 # kannel-dlr kannel-file"), PEERS_TPS (Herald's configured carrier TPS,
 # default 5000), PEERS_HERALD_BINDS (Herald's SMPP binds, default 1 as
 # Kannel's; a diagnostic knob, the comparison uses 1), PEERS_DLR_MASK (default 11: SMSC ack, delivered,
-# undelivered; Herald's `sent` and final webhooks), PEERS_BIN (directory of
+# undelivered; Herald's `sent` and final webhooks), PEERS_WEBHOOK_STATUSES
+# (the statuses Herald's endpoints ask for; default the same callbacks,
+# sent,delivered,undelivered,failed,expired,rejected; "all": every one), PEERS_BIN (directory of
 # prebuilt `herald` and `herald-loadtest`; default: build them),
 # PEERS_CONFIG_DIR (Herald's config directory, default ./config; with
 # PEERS_BIN it must come from the binary's commit, or Herald refuses keys it
@@ -53,6 +55,11 @@ SYSTEMS=${PEERS_SYSTEMS:-"herald kannel kannel-dlr kannel-file"}
 TPS=${PEERS_TPS:-5000}
 BINDS=${PEERS_HERALD_BINDS:-1}
 DLR_MASK=${PEERS_DLR_MASK:-11}
+# The statuses Herald's webhook endpoints ask for: those Kannel's dlr-mask 11
+# calls back for (SMSC ack = sent, delivered, undelivered) plus Herald's other
+# final ones. "all": every status (Herald's default).
+WEBHOOK_STATUSES=${PEERS_WEBHOOK_STATUSES:-sent,delivered,undelivered,failed,expired,rejected}
+[ "$WEBHOOK_STATUSES" = all ] && WEBHOOK_STATUSES=
 OUT=${PEERS_OUT:-$CARGO_TARGET_DIR/bench-peers/$(date -u +%Y%m%dT%H%M%SZ)}
 PLOT=${PEERS_PLOT:-$OUT/bench-peers-latency.png}
 # Ports of their own (29xxx), so `make bench` (18xxx), bench-backlog.sh
@@ -264,7 +271,7 @@ for run in $(seq 1 "$RUNS"); do
     case $s in
       herald)
         loadtest "$OUT/$s-$run.json" --url "$URL" --rate "$HERALD_RATE" --keys "$keys" \
-          | tee "$OUT/$s-$run.txt"
+          ${WEBHOOK_STATUSES:+--webhook-statuses "$WEBHOOK_STATUSES"} | tee "$OUT/$s-$run.txt"
         ;;
       kannel)
         loadtest "$OUT/$s-$run.json" --target kannel --url "http://127.0.0.1:$K_SENDSMS" \

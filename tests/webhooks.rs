@@ -665,3 +665,70 @@ async fn an_event_committed_just_before_a_crash_is_still_delivered() {
     assert_eq!(got[0].json()["data"]["id"], id.as_str());
     cleanup(&env).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_receives_only_the_statuses_it_asked_for() {
+    let env = TestEnv::new();
+    let (tenant, key) = env.create_tenant("acme", &[]);
+    let herald = env.start();
+    let everything = receiver::start().await;
+    endpoint(&herald.url, &key, &everything).await;
+    let finals = receiver::start().await;
+    let res = client()
+        .post(format!("{}/v1/webhooks/endpoints", herald.url))
+        .bearer_auth(&key)
+        .json(&json!({"url": finals.url, "statuses": ["undelivered", "delivered", "delivered"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let created: Value = res.json().await.unwrap();
+    assert_eq!(created["statuses"], json!(["delivered", "undelivered"]));
+    let (_, listed) = get(&herald.url, &key, "/v1/webhooks/endpoints").await;
+    let statuses: Vec<&Value> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["statuses"])
+        .collect();
+    assert!(statuses.contains(&&Value::Null), "{listed}");
+    assert!(statuses.contains(&&json!(["delivered", "undelivered"])));
+
+    // A status that is not one of Herald's, or none at all: 422, nothing stored.
+    for (statuses, field) in [
+        (json!(["sent", "deliverd"]), "statuses[1]"),
+        (json!([]), "statuses"),
+    ] {
+        let res = client()
+            .post(format!("{}/v1/webhooks/endpoints", herald.url))
+            .bearer_auth(&key)
+            .json(&json!({"url": finals.url, "statuses": statuses}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422, "{statuses}");
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_value");
+        assert_eq!(v["error"]["field"], field);
+    }
+    assert_eq!(
+        common::count(&env, "SELECT count(*) FROM webhook_endpoints").await,
+        2
+    );
+
+    let id = send(&herald.url, &key, sms("+250788123456", "Muraho")).await;
+    let broker = env.broker();
+    publish(&broker, &[status(&tenant, &id, "sent")]).await;
+    publish(&broker, &[status(&tenant, &id, "delivered")]).await;
+    let all = everything.wait_for(2, Duration::from_secs(20)).await;
+    let wanted = finals.wait_for(1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status_of = |r: &common::receiver::Received| r.json()["data"]["status"].clone();
+    assert_eq!(
+        all.iter().map(status_of).collect::<Vec<_>>(),
+        vec![json!("sent"), json!("delivered")]
+    );
+    assert_eq!(finals.received().len(), 1);
+    assert_eq!(status_of(&wanted[0]), json!("delivered"));
+    cleanup(&env).await;
+}

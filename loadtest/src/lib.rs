@@ -85,6 +85,11 @@ pub struct Options {
     /// Do not register webhook endpoints (watch the stream only).
     #[arg(long)]
     pub no_webhooks: bool,
+    /// The statuses the webhook endpoints ask for, comma-separated (e.g.
+    /// sent,delivered,undelivered,failed,expired,rejected: Kannel's
+    /// dlr-mask 11); default: every status. Completion needs the final ones.
+    #[arg(long, value_delimiter = ',')]
+    pub webhook_statuses: Option<Vec<String>>,
     /// Where the webhook receiver listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub webhook_listen: SocketAddr,
@@ -287,6 +292,7 @@ impl Session {
                     .json(&serde_json::json!({
                         "url": format!("http://{addr}/t/{i}"),
                         "description": format!("herald-loadtest {}", s.tag),
+                        "statuses": opts.webhook_statuses,
                     }))
                     .send()
                     .await

@@ -175,6 +175,9 @@ pub struct WebhookEndpoint {
     /// Since when every delivery has failed.
     pub failing_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The message statuses delivered to it; null: every status.
+    #[schema(example = json!(["delivered", "failed", "sent", "undelivered"]))]
+    pub statuses: Option<Vec<String>>,
 }
 
 /// A new endpoint and its signing secret, shown this once.

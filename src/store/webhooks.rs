@@ -35,6 +35,8 @@ pub struct EndpointRow {
     pub disabled_at: Option<DateTime<Utc>>,
     pub failing_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The message statuses it receives; `None`: every status.
+    pub statuses: Option<Vec<String>>,
 }
 
 /// A status event to be delivered, with the message's callback URL.
@@ -59,6 +61,17 @@ pub struct EndpointTarget {
     pub id: EndpointId,
     pub tenant_id: String,
     pub url: String,
+    /// The message statuses it receives; `None`: every status.
+    pub statuses: Option<Vec<String>>,
+}
+
+impl EndpointTarget {
+    /// Whether an event with this status goes to this endpoint.
+    pub fn wants(&self, status: &str) -> bool {
+        self.statuses
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|x| x == status))
+    }
 }
 
 /// One row of `webhook_attempts`.
@@ -91,7 +104,7 @@ pub enum Since {
 pub const REPLAY_MAX: i64 = 10_000;
 
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, secret_sealed, enabled, \
-     disabled_reason, disabled_at, failing_since, created_at";
+     disabled_reason, disabled_at, failing_since, created_at, statuses";
 
 const EVENT_COLUMNS: &str = "e.cursor, e.message_id, e.tenant_id, e.seq, e.status, \
      e.previous_status, e.final, e.carrier, e.detail, e.at, m.callback_url";
@@ -108,6 +121,7 @@ fn endpoint_from_row(r: &Row) -> EndpointRow {
         disabled_at: r.get("disabled_at"),
         failing_since: r.get("failing_since"),
         created_at: r.get("created_at"),
+        statuses: r.get("statuses"),
     }
 }
 
@@ -136,13 +150,15 @@ impl Store {
         url: &str,
         description: Option<&str>,
         secret_sealed: &[u8],
+        statuses: Option<&[String]>,
     ) -> Result<EndpointRow, StoreError> {
         self.with(|c| async move {
             let row = c
                 .query_one(
                     &format!(
                         "INSERT INTO webhook_endpoints (id, tenant_id, url, description, \
-                         secret_sealed) VALUES ($1, $2, $3, $4, $5) RETURNING {ENDPOINT_COLUMNS}"
+                         secret_sealed, statuses) VALUES ($1, $2, $3, $4, $5, $6) \
+                         RETURNING {ENDPOINT_COLUMNS}"
                     ),
                     &[
                         &id.as_str(),
@@ -150,6 +166,7 @@ impl Store {
                         &url,
                         &description,
                         &secret_sealed,
+                        &statuses,
                     ],
                 )
                 .await?;
@@ -524,7 +541,7 @@ impl Store {
                 Vec::new()
             } else {
                 tx.query(
-                    "SELECT id, tenant_id, url FROM webhook_endpoints \
+                    "SELECT id, tenant_id, url, statuses FROM webhook_endpoints \
                      WHERE tenant_id = ANY($1) AND enabled AND deleted_at IS NULL \
                      ORDER BY created_at, id",
                     &[&tenants],
@@ -535,6 +552,7 @@ impl Store {
                     id: EndpointId::from_trusted(r.get(0)),
                     tenant_id: r.get(1),
                     url: r.get(2),
+                    statuses: r.get(3),
                 })
                 .collect()
             };

@@ -19,7 +19,7 @@ use crate::store::Store;
 use crate::telemetry;
 
 /// One task per target of each event: its callback URL, else its tenant's
-/// enabled endpoints.
+/// enabled endpoints that want its status.
 pub fn tasks(events: &[DispatchEvent], endpoints: &[EndpointTarget]) -> Vec<WebhookTask> {
     let mut by_tenant: HashMap<&str, Vec<&EndpointTarget>> = HashMap::new();
     for ep in endpoints {
@@ -44,6 +44,7 @@ pub fn tasks(events: &[DispatchEvent], endpoints: &[EndpointTarget]) -> Vec<Webh
                     .get(e.tenant_id.as_str())
                     .into_iter()
                     .flatten()
+                    .filter(|ep| ep.wants(&e.status))
                     .map(|ep| task(Some(ep.id.clone()), ep.url.clone())),
             ),
         }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::api::auth::Authenticated;
 use crate::api::error::ApiError;
 use crate::api::{from_json, read_json, AppState};
+use crate::message::MessageStatus;
 use crate::store::webhooks::{AttemptRow, DispatchEvent, EndpointRow, EndpointTarget, Since};
 use crate::webhooks::seal::{display_secret, new_secret, Sealer};
 use crate::webhooks::{dispatcher, target, EndpointId};
@@ -57,12 +58,43 @@ pub struct Api;
 /// A new webhook endpoint.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"url": "https://example.com/herald/webhooks", "description": "orders service"}))]
+#[schema(example = json!({"url": "https://example.com/herald/webhooks", "description": "orders service", "statuses": ["sent", "delivered", "undelivered", "failed"]}))]
 struct CreateEndpoint {
     /// An absolute http(s) URL Herald may reach.
     url: String,
     /// At most 200 characters.
     description: Option<String>,
+    /// Only these message statuses are delivered to the endpoint (absent or
+    /// null: every status). Each one of Herald's statuses, at least one.
+    #[schema(value_type = Option<Vec<MessageStatus>>)]
+    statuses: Option<Vec<String>>,
+}
+
+/// `statuses` checked: known, not empty, no repeats (sorted).
+fn endpoint_statuses(raw: Option<Vec<String>>) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    if raw.is_empty() {
+        return Err(ApiError::invalid(
+            "invalid_value",
+            "statuses",
+            "statuses lists at least one status (leave it out for every status)",
+        ));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, s) in raw.into_iter().enumerate() {
+        if !MessageStatus::ALL.iter().any(|k| k.as_str() == s) {
+            let known: Vec<&str> = MessageStatus::ALL.iter().map(|k| k.as_str()).collect();
+            return Err(ApiError::invalid(
+                "invalid_value",
+                &format!("statuses[{i}]"),
+                format!("unknown status {s:?}; one of {}", known.join(", ")),
+            ));
+        }
+        out.push(s);
+    }
+    out.sort();
+    out.dedup();
+    Ok(Some(out))
 }
 
 fn endpoint_id(raw: &str) -> Result<EndpointId, ApiError> {
@@ -86,6 +118,7 @@ fn endpoint_view(e: &EndpointRow) -> Value {
         "disabled_at": e.disabled_at,
         "failing_since": e.failing_since,
         "created_at": e.created_at,
+        "statuses": e.statuses,
     })
 }
 
@@ -135,6 +168,7 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let raw = read_json(&req, payload, state.config.http.max_body_bytes).await?;
     let body: CreateEndpoint = from_json(raw)?;
+    let statuses = endpoint_statuses(body.statuses)?;
     if body
         .description
         .as_ref()
@@ -167,6 +201,7 @@ async fn create(
             url.as_str(),
             body.description.as_deref(),
             &sealed,
+            statuses.as_deref(),
         )
         .await?;
     let mut v = endpoint_view(&row);
@@ -340,6 +375,7 @@ async fn replay(
         id: row.id.clone(),
         tenant_id: row.tenant_id.clone(),
         url: row.url.clone(),
+        statuses: row.statuses.clone(),
     };
     let tasks = dispatcher::tasks(&events, std::slice::from_ref(&target));
     let queue = state.broker.topology().webhooks_queue();

@@ -1,0 +1,2 @@
+-- The message statuses an endpoint receives (NULL: every status).
+ALTER TABLE webhook_endpoints ADD COLUMN statuses TEXT[];
