@@ -9,6 +9,12 @@
 
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: Herald allocates small, short-lived
+/// buffers across many threads (AMQP frames, JSON, HTTP), where glibc spent
+/// a fifth of Herald's CPU in malloc/free (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use herald::config::Config;
 use herald::store::Store;
