@@ -15,7 +15,8 @@
 //! acknowledgement) is the settler's: one task per bind that takes every
 //! settlement waiting, records them in the ledger in one round trip and
 //! publishes them with one confirm, in order (a message's `sending` is
-//! queued to it before its submit, so it is published before its `sent`).
+//! queued to it before its submit, so it is published before its `sent`),
+//! the events packed several to an AMQP message (`events::pack`).
 //! At most [`SETTLING_PER_SLOT`] settlements per slot wait for it.
 //!
 //! Supervision: the actor is `Supervised`. When the bind is lost or refused
@@ -761,6 +762,7 @@ async fn settler(
             })
             .cloned()
             .collect();
+        let out = events::pack(broker.topology(), out);
         let published = broker.publish_confirmed(&out).await;
         let done: Vec<_> = batch
             .into_iter()
@@ -855,6 +857,7 @@ async fn forward_receipts(
             .iter()
             .map(|r| events::receipt(broker.topology(), &carrier, r.receipt.clone()))
             .collect();
+        let batch = events::pack(broker.topology(), batch);
         match broker.publish_confirmed(&batch).await {
             Ok(()) => held.into_iter().for_each(AckedReceipt::ack),
             Err(e) => {

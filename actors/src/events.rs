@@ -29,6 +29,47 @@ pub fn hand_over(broker: &Broker, incoming: Incoming, out: Vec<Outgoing>, what: 
     });
 }
 
+/// Most events packed into one AMQP message by [`pack`].
+pub const PACK_MAX: usize = 256;
+
+/// Pack the `herald.events` messages among `out` into AMQP messages of up
+/// to [`PACK_MAX`] events each, whose body is a JSON array of the events
+/// (the projector takes either form; one AMQP message costs RabbitMQ about
+/// as much as one event, whatever its size). Their order is kept; the other
+/// messages are left as they are, after them.
+pub fn pack(topology: &Topology, out: Vec<Outgoing>) -> Vec<Outgoing> {
+    let exchange = topology.events_exchange();
+    let (events, mut rest): (Vec<Outgoing>, Vec<Outgoing>) = out
+        .into_iter()
+        .partition(|o| o.exchange == exchange && o.routing_key == "status");
+    if events.len() <= 1 {
+        return events.into_iter().chain(rest).collect();
+    }
+    let mut packed: Vec<Outgoing> = events
+        .chunks(PACK_MAX)
+        .map(|chunk| {
+            let mut body =
+                Vec::with_capacity(chunk.iter().map(|o| o.body.len() + 1).sum::<usize>() + 1);
+            body.push(b'[');
+            for (i, o) in chunk.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&o.body);
+            }
+            body.push(b']');
+            Outgoing {
+                exchange: exchange.clone(),
+                routing_key: "status".into(),
+                body,
+                priority: chunk.iter().map(|o| o.priority).max().unwrap_or(0),
+            }
+        })
+        .collect();
+    packed.append(&mut rest);
+    packed
+}
+
 /// The id of a message's status event at one delivery attempt.
 pub fn status_event_id(envelope: &MessageEnvelope, status: &str, attempt: u32) -> String {
     format!("evt_{}.{status}.{attempt}", envelope.id)
@@ -167,5 +208,51 @@ pub fn herald_error(code: &str, text: impl Into<String>) -> EventError {
         code: code.into(),
         carrier_code: None,
         text: text.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(exchange: &str, body: &str, priority: u8) -> Outgoing {
+        Outgoing {
+            exchange: exchange.into(),
+            routing_key: if exchange == "p.events" {
+                "status"
+            } else {
+                "x"
+            }
+            .into(),
+            body: body.as_bytes().to_vec(),
+            priority,
+        }
+    }
+
+    #[test]
+    fn events_are_packed_in_order_and_the_rest_left_alone() {
+        let t = Topology::new("p", 1);
+        let packed = pack(
+            &t,
+            vec![
+                out("p.events", r#"{"n":1}"#, 0),
+                out("p.retry", "retry", 0),
+                out("p.events", r#"{"n":2}"#, 5),
+                out("p.events", r#"{"n":3}"#, 0),
+            ],
+        );
+        assert_eq!(packed.len(), 2);
+        assert_eq!(packed[0].exchange, "p.events");
+        assert_eq!(packed[0].priority, 5);
+        let v: serde_json::Value = serde_json::from_slice(&packed[0].body).unwrap();
+        assert_eq!(v, serde_json::json!([{"n":1},{"n":2},{"n":3}]));
+        assert_eq!(packed[1].body, b"retry");
+        // One event stays as it is; many go PACK_MAX to a message.
+        let one = pack(&t, vec![out("p.events", r#"{"n":1}"#, 0)]);
+        assert_eq!(one[0].body, br#"{"n":1}"#);
+        let many: Vec<Outgoing> = (0..PACK_MAX + 1)
+            .map(|i| out("p.events", &format!(r#"{{"n":{i}}}"#), 0))
+            .collect();
+        assert_eq!(pack(&t, many).len(), 2);
     }
 }

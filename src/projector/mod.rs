@@ -156,10 +156,25 @@ impl Projector {
     }
 }
 
-fn decode(body: &[u8]) -> Result<EventTask, String> {
-    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    scrub(&mut value);
-    serde_json::from_value(value).map_err(|e| e.to_string())
+/// The events of one AMQP message: one event, or a JSON array of them
+/// (`herald_actors::events::pack`). All or nothing: one bad element makes
+/// the whole message poison.
+fn decode(body: &[u8]) -> Result<Vec<EventTask>, String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let values = match value {
+        serde_json::Value::Array(items) if items.is_empty() => {
+            return Err("an empty array of events".into())
+        }
+        serde_json::Value::Array(items) => items,
+        single => vec![single],
+    };
+    values
+        .into_iter()
+        .map(|mut v| {
+            scrub(&mut v);
+            serde_json::from_value(v).map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 /// Remove NUL characters from every string (PostgreSQL refuses them).
@@ -240,14 +255,14 @@ impl Worker {
     }
 
     async fn process(&self, batch: Vec<Incoming>, stop: &mut oneshot::Receiver<()>) -> Stopped {
-        // The decoded events and their deliveries, side by side.
+        // The decoded events, and each delivery with how many it carried.
         let mut events = Vec::with_capacity(batch.len());
         let mut deliveries = Vec::with_capacity(batch.len());
         for incoming in batch {
             match decode(&incoming.body) {
-                Ok(event) => {
-                    events.push(event);
-                    deliveries.push(incoming);
+                Ok(decoded) => {
+                    deliveries.push((incoming, decoded.len()));
+                    events.extend(decoded);
                 }
                 Err(reason) => {
                     telemetry::projector_malformed(&reason);
@@ -261,7 +276,7 @@ impl Worker {
         }
         match self.apply_retrying(&events, stop).await {
             Ok(true) => {
-                ack_all(deliveries).await;
+                ack_all(deliveries.into_iter().map(|(d, _)| d).collect()).await;
                 Stopped::No
             }
             Ok(false) => self.apply_one_by_one(&events, deliveries, stop).await,
@@ -295,17 +310,20 @@ impl Worker {
         }
     }
 
-    /// A batch the database refused: find the event it refuses by applying
-    /// each alone; dead-letter that one and acknowledge the rest as they
-    /// commit.
+    /// A batch the database refused: find the delivery it refuses by
+    /// applying each alone (with all its events); dead-letter that one and
+    /// acknowledge the rest as they commit.
     async fn apply_one_by_one(
         &self,
         events: &[EventTask],
-        deliveries: Vec<Incoming>,
+        deliveries: Vec<(Incoming, usize)>,
         stop: &mut oneshot::Receiver<()>,
     ) -> Stopped {
-        for (event, incoming) in events.iter().zip(deliveries) {
-            match self.apply_retrying(std::slice::from_ref(event), stop).await {
+        let mut start = 0;
+        for (incoming, n) in deliveries {
+            let carried = &events[start..start + n];
+            start += n;
+            match self.apply_retrying(carried, stop).await {
                 Ok(true) => ack(incoming).await,
                 Ok(false) => {
                     self.dead_letter(&incoming.body, "refused by the database")
@@ -381,14 +399,38 @@ mod tests {
     #[test]
     fn decode_scrubs_nul_and_refuses_garbage() {
         let body = br#"{"type":"receipt.v1","event_id":"evt_1","carrier":"c\u0000","receipt":{"carrier_ref":"AB","state":"delivered","error_code":null,"done_at":null,"raw":"x\u0000y","final":true},"received_at":"2026-11-23T00:00:00Z"}"#;
-        match decode(body).unwrap() {
-            EventTask::ReceiptV1(r) => {
-                assert_eq!(r.carrier, "c");
-                assert_eq!(r.receipt.raw, "xy");
+        let check = |events: Vec<EventTask>| {
+            for e in events {
+                match e {
+                    EventTask::ReceiptV1(r) => {
+                        assert_eq!(r.carrier, "c");
+                        assert_eq!(r.receipt.raw, "xy");
+                    }
+                    other => panic!("{other:?}"),
+                }
             }
-            other => panic!("{other:?}"),
-        }
+        };
+        check(decode(body).unwrap());
+        // Packed: an array of the same, in order.
+        let mut packed = b"[".to_vec();
+        packed.extend_from_slice(body);
+        packed.push(b',');
+        packed.extend_from_slice(
+            std::str::from_utf8(body)
+                .unwrap()
+                .replace("evt_1", "evt_2")
+                .as_bytes(),
+        );
+        packed.push(b']');
+        let events = decode(&packed).unwrap();
+        assert_eq!(events.len(), 2);
+        check(events);
         assert!(decode(b"not json").is_err());
         assert!(decode(br#"{"type":"status.v9"}"#).is_err());
+        assert!(decode(b"[]").is_err());
+        let mut one_bad = b"[".to_vec();
+        one_bad.extend_from_slice(body);
+        one_bad.extend_from_slice(br#",{"type":"status.v9"}]"#);
+        assert!(decode(&one_bad).is_err(), "one bad element spoils the lot");
     }
 }
