@@ -1,11 +1,15 @@
 //! Consuming a queue that survives broker restarts.
 //!
-//! [`Broker::subscribe`] starts a task that owns its own connection and
-//! channel, consumes one queue with a prefetch limit and forwards each
-//! delivery as an [`Incoming`]. When the connection drops it reconnects with
-//! back-off and consumes again; deliveries not yet acknowledged are
-//! redelivered by RabbitMQ, so the consumer must be idempotent. The task ends
-//! when the receiving side is dropped.
+//! [`Broker::subscribe`] starts a task that owns one channel, consumes one
+//! queue with a prefetch limit and forwards each delivery as an
+//! [`Incoming`]. The subscriptions of one [`Broker`] handle share one AMQP
+//! connection (one socket and one lapin I/O thread, not one per consumer);
+//! unacknowledged deliveries belong to the channel, so closing a channel
+//! hands them back exactly as closing a connection would. When the
+//! connection drops, each subscription reconnects (the first one opens the
+//! new shared connection) with back-off and consumes again; deliveries not
+//! yet acknowledged are redelivered by RabbitMQ, so the consumer must be
+//! idempotent. The task ends when the receiving side is dropped.
 
 use std::time::Duration;
 
@@ -20,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::{Broker, BrokerError, Outgoing};
 
-/// How long a stopped consumer's connection stays open for acknowledgements
+/// How long a stopped consumer's channel stays open for acknowledgements
 /// already under way.
 const ACK_GRACE: Duration = Duration::from_secs(2);
 
@@ -101,6 +105,26 @@ impl Drop for Incoming {
 }
 
 impl Broker {
+    /// A new channel on the shared consuming connection, opening that
+    /// connection first when there is none or it is gone.
+    async fn consuming_channel(&self) -> Result<lapin::Channel, BrokerError> {
+        let mut held = self.inner.consuming.lock().await;
+        if let Some(c) = held.as_ref() {
+            if c.status().connected() {
+                return Ok(c.create_channel().await?);
+            }
+            *held = None;
+        }
+        let connect = Connection::connect(&self.inner.config.url, ConnectionProperties::default());
+        let connection = tokio::time::timeout(self.inner.config.timeout, connect)
+            .await
+            .map_err(|_| BrokerError::Unreachable("connection attempt timed out".into()))?
+            .map_err(|e| BrokerError::Unreachable(e.to_string()))?;
+        let channel = connection.create_channel().await?;
+        *held = Some(connection);
+        Ok(channel)
+    }
+
     /// Consume `queue` with at most `prefetch` unacknowledged deliveries,
     /// reconnecting as needed. The queue must exist (declared with the
     /// topology or by its owner).
@@ -133,12 +157,7 @@ impl Broker {
         prefetch: u16,
         tx: &mpsc::Sender<Incoming>,
     ) -> Result<(), BrokerError> {
-        let connect = Connection::connect(&self.inner.config.url, ConnectionProperties::default());
-        let connection = tokio::time::timeout(self.inner.config.timeout, connect)
-            .await
-            .map_err(|_| BrokerError::Unreachable("connection attempt timed out".into()))?
-            .map_err(|e| BrokerError::Unreachable(e.to_string()))?;
-        let channel = connection.create_channel().await?;
+        let channel = self.consuming_channel().await?;
         self.inner.topology.declare(&channel).await?;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
@@ -167,7 +186,7 @@ impl Broker {
                         .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                         .await;
                     tokio::time::sleep(ACK_GRACE).await;
-                    let _ = connection.close(200, "consumer stopped".into()).await;
+                    let _ = channel.close(200, "consumer stopped".into()).await;
                     return Ok(());
                 }
             };
@@ -177,7 +196,7 @@ impl Broker {
                 acker: Some(delivery.acker),
             };
             if tx.send(incoming).await.is_err() {
-                let _ = connection.close(200, "consumer stopped".into()).await;
+                let _ = channel.close(200, "consumer stopped".into()).await;
                 return Ok(());
             }
         }

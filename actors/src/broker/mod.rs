@@ -97,6 +97,9 @@ struct Inner {
     config: BrokerConfig,
     topology: Topology,
     link: Mutex<Option<Link>>,
+    /// The connection every subscription of this handle consumes on, one
+    /// channel each (see `consumer`).
+    consuming: Mutex<Option<Connection>>,
     /// Millis since `epoch` of the last failed connection attempt (0: none).
     last_failure_ms: AtomicU64,
     epoch: Instant,
@@ -118,6 +121,7 @@ impl Broker {
                 config,
                 topology,
                 link: Mutex::new(None),
+                consuming: Mutex::new(None),
                 last_failure_ms: AtomicU64::new(0),
                 epoch: Instant::now(),
             }),
