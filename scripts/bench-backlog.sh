@@ -25,6 +25,7 @@ ADMIN=bench-admin-token
 mkdir -p "$OUT"
 
 say() { echo "bench-backlog.sh: $*" >&2; }
+. scripts/bench-lib.sh
 
 scripts/services.sh
 if [ -z "${BACKLOG_SKIP_BUILD:-}" ]; then
@@ -83,21 +84,14 @@ export HERALD__BROKER__PREFIX=$NAME
 export HERALD__REDIS__PREFIX=$NAME
 export HERALD__ROUTING__CARRIERS_FILE=$OUT/carriers.toml
 export HERALD__ROUTING__ROUTES_FILE=$OUT/routes.toml
-dropdb -h 127.0.0.1 -U postgres --if-exists "$NAME"
-"$BIN/herald" serve >"$OUT/herald.log" 2>&1 &
-HERALD_PID=$!
-PIDS+=($HERALD_PID)
-for _ in $(seq 1 60); do
-  curl -fs -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/actors" 2>/dev/null | grep -q '"bound":true' && break
-  sleep 1
-done
+start_herald "$NAME"
 for _ in $(seq 1 10); do
   curl -fs -X POST -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/carriers/held/pause" >/dev/null && break
   sleep 1
 done
 curl -fs -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/actors" | grep -q '"paused":\["held"\]' ||
   { say "could not pause the carrier; see $OUT/herald.log"; exit 1; }
-key=$("$BIN/herald" tenant create --name backlog --rate 1000000 | awk -F': *' '/api key:/ {print $2}')
+key=$(new_tenant backlog sms 1000000)
 
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$HERALD_PID/status"; }
 depth() {

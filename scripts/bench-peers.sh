@@ -74,6 +74,7 @@ K_ADMIN=29000 K_SMSBOX=29001 K_SENDSMS=29013
 mkdir -p "$OUT"
 
 say() { echo "bench-peers.sh: $*" >&2; }
+. scripts/bench-lib.sh
 for port in $SMPP_PORT ${CTL##*:} $HERALD_PORT $K_ADMIN $K_SMSBOX $K_SENDSMS; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     say "port $port is in use (another benchmark running?); not starting"
@@ -168,24 +169,9 @@ export HERALD__BROKER__PREFIX=herald_peers
 export HERALD__REDIS__PREFIX=herald_peers
 export HERALD__ROUTING__CARRIERS_FILE=$OUT/carriers.toml
 export HERALD__ROUTING__ROUTES_FILE=$OUT/routes.toml
-dropdb -h 127.0.0.1 -U postgres --if-exists herald_peers
-"$BIN/herald" serve >"$OUT/herald.log" 2>&1 &
-HERALD_PID=$!
-PIDS+=($HERALD_PID)
-for _ in $(seq 1 90); do
-  curl -fs "$URL/readyz" >/dev/null 2>&1 && break
-  sleep 1
-done
-curl -fs "$URL/readyz" >/dev/null || { say "Herald did not become ready; see $OUT/herald.log"; exit 1; }
-for _ in $(seq 1 30); do
-  curl -fs -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/actors" | grep -q '"bound":true' && break
-  sleep 1
-done
+start_herald herald_peers
 
-tenant() { # name -> api key
-  "$BIN/herald" tenant create --name "$1" --rate 100000 --channels sms |
-    awk -F': *' '/api key:/ {print $2}'
-}
+tenant() { new_tenant "$1" sms 100000; } # name -> api key
 
 start_kannel() { # store: none|file
   local dir=$OUT/kannel-$1

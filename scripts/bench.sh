@@ -38,6 +38,7 @@ ADMIN=bench-admin-token
 mkdir -p "$OUT"
 
 say() { echo "bench.sh: $*" >&2; }
+. scripts/bench-lib.sh
 
 scripts/services.sh
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
@@ -92,25 +93,10 @@ TOML
 export HERALD_PROFILE=bench
 export HERALD__ROUTING__CARRIERS_FILE=$OUT/carriers.toml
 export HERALD__ROUTING__ROUTES_FILE=$OUT/routes.toml
-dropdb -h 127.0.0.1 -U postgres --if-exists herald_bench
-"$BIN/herald" serve >"$OUT/herald.log" 2>&1 &
-HERALD_PID=$!
-PIDS+=($HERALD_PID)
-for _ in $(seq 1 60); do
-  curl -fs "$URL/readyz" >/dev/null 2>&1 && break
-  sleep 1
-done
-curl -fs "$URL/readyz" >/dev/null || { say "Herald did not become ready; see $OUT/herald.log"; exit 1; }
-for _ in $(seq 1 30); do
-  curl -fs -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/actors" | grep -q '"bound":true' && break
-  sleep 1
-done
+start_herald herald_bench
 curl -fs -X POST "$CTL/reset" >/dev/null || true
 
-tenant() { # name -> api key
-  "$BIN/herald" tenant create --name "$1" --rate 100000 --channels sms,whatsapp,voice |
-    awk -F': *' '/api key:/ {print $2}'
-}
+tenant() { new_tenant "$1" sms,whatsapp,voice 100000; } # name -> api key
 
 loadtest() { # json-file, args…
   local json=$1; shift

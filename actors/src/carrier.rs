@@ -523,10 +523,9 @@ impl CarrierConnection {
         .spawn(ctx);
     }
 
-    /// Message `id` is no longer ours to submit (settled, or back in
-    /// `pending`): a copy of it may go, and so may the next submissions.
-    fn released(&mut self, id: &str, ctx: &mut Context<Self>) {
-        self.submitting.remove(id);
+    /// Slots were freed (messages settled, or back in `pending`, and out of
+    /// `submitting`): the next submissions may go, or the drain may end.
+    fn released(&mut self, ctx: &mut Context<Self>) {
         if self.draining {
             self.pending.clear();
             if self.in_flight == 0 && self.settling == 0 {
@@ -586,9 +585,9 @@ impl CarrierConnection {
                 self.throttle.throttled(now);
                 self.report();
                 // Still ours: try again when the rate allows.
-                let id = delivery.envelope.id.to_string();
+                self.submitting.remove(delivery.envelope.id.as_str());
                 self.pending.push_front((incoming, delivery));
-                self.released(&id, ctx);
+                self.released(ctx);
             }
             Err(CarrierError::ConnectionLost { text }) => {
                 telemetry::carrier_submitted(&id, "connection_lost", seconds);
@@ -738,44 +737,37 @@ async fn settler(
                 Err(_) => break,
             }
         }
-        let sent: Vec<(String, Vec<String>)> = batch
-            .iter()
-            .filter_map(|s| match s {
+        // Taken apart once: the ledger's entries, the messages to publish
+        // (moved, in order) and the deliveries to settle.
+        let mut sent: Vec<(String, Vec<String>)> = Vec::new();
+        let mut out: Vec<Outgoing> = Vec::with_capacity(batch.len());
+        let mut done = Vec::with_capacity(batch.len());
+        for s in batch {
+            match s {
+                Settle::Announce(o) => out.push(o),
                 Settle::Done {
+                    incoming,
+                    out: o,
+                    status,
                     id,
-                    sent_refs: Some(refs),
-                    ..
-                } => Some((id.clone(), refs.clone())),
-                _ => None,
-            })
-            .collect();
+                    sent_refs,
+                } => {
+                    if let Some(refs) = sent_refs {
+                        sent.push((id.clone(), refs));
+                    }
+                    out.extend(o);
+                    done.push((incoming, status, id));
+                }
+            }
+        }
         if !sent.is_empty() {
             if let Err(e) = ledger.record_sent_many(&sent).await {
                 tracing::warn!(error = %e, "submission ledger unavailable");
             }
         }
-        let out: Vec<Outgoing> = batch
-            .iter()
-            .flat_map(|s| match s {
-                Settle::Announce(o) => std::slice::from_ref(o),
-                Settle::Done { out, .. } => out.as_slice(),
-            })
-            .cloned()
-            .collect();
-        let out = events::pack(broker.topology(), out);
-        let published = broker.publish_confirmed(&out).await;
-        let done: Vec<_> = batch
-            .into_iter()
-            .filter_map(|s| match s {
-                Settle::Done {
-                    incoming,
-                    status,
-                    id,
-                    ..
-                } => Some((incoming, status, id)),
-                Settle::Announce(_) => None,
-            })
-            .collect();
+        let published = broker
+            .publish_confirmed(&events::pack(broker.topology(), out))
+            .await;
         if let Err(e) = &published {
             let what = if done.is_empty() {
                 "sending event"
@@ -785,7 +777,7 @@ async fn settler(
             telemetry::publish_failed(what, e);
         }
         let ok = published.is_ok();
-        let settled = futures::future::join_all(done.into_iter().map(|(incoming, status, id)| {
+        let ids = futures::future::join_all(done.into_iter().map(|(incoming, status, id)| {
             let carrier = &carrier;
             async move {
                 if ok {
@@ -798,8 +790,8 @@ async fn settler(
             }
         }))
         .await;
-        for id in settled {
-            me.do_send(Settled { generation, id });
+        if !ids.is_empty() {
+            me.do_send(Settled { generation, ids });
         }
     }
 }
@@ -817,12 +809,12 @@ async fn settle(
     }
 }
 
-/// A counted submission is settled (internal).
+/// Answered submissions are settled (internal): one report per settler batch.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Settled {
     generation: u64,
-    id: String,
+    ids: Vec<String>,
 }
 
 impl Handler<Settled> for CarrierConnection {
@@ -830,8 +822,11 @@ impl Handler<Settled> for CarrierConnection {
 
     fn handle(&mut self, msg: Settled, ctx: &mut Self::Context) {
         if msg.generation == self.generation {
-            self.settling = self.settling.saturating_sub(1);
-            self.released(&msg.id, ctx);
+            self.settling = self.settling.saturating_sub(msg.ids.len());
+            for id in &msg.ids {
+                self.submitting.remove(id.as_str());
+            }
+            self.released(ctx);
         }
     }
 }

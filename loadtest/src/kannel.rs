@@ -255,16 +255,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                         let code = text.split(':').next().unwrap_or("-").trim().to_owned();
                         tracker.error(format!("{status} {code}"));
                     }
-                    Err(e) => {
-                        let kind = if e.is_timeout() {
-                            "timeout"
-                        } else if e.is_connect() {
-                            "connect"
-                        } else {
-                            "other"
-                        };
-                        tracker.error(format!("transport {kind}"));
-                    }
+                    Err(e) => tracker.transport_error(&e),
                 }
                 tracker.in_flight.fetch_sub(1, Ordering::Relaxed);
             });

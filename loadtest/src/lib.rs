@@ -494,16 +494,7 @@ impl Session {
                     let code = v["error"]["code"].as_str().unwrap_or("-").to_owned();
                     tracker.error(format!("{status} {code}"));
                 }
-                Err(e) => {
-                    let kind = if e.is_timeout() {
-                        "timeout"
-                    } else if e.is_connect() {
-                        "connect"
-                    } else {
-                        "other"
-                    };
-                    tracker.error(format!("transport {kind}"));
-                }
+                Err(e) => tracker.transport_error(&e),
             }
             tracker.in_flight.fetch_sub(1, Ordering::Relaxed);
         });

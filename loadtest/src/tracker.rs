@@ -97,6 +97,18 @@ impl Tracker {
         m.accepted_at = Some(now);
     }
 
+    /// A request that got no HTTP answer, counted by kind.
+    pub fn transport_error(&self, e: &reqwest::Error) {
+        let kind = if e.is_timeout() {
+            "timeout"
+        } else if e.is_connect() {
+            "connect"
+        } else {
+            "other"
+        };
+        self.error(format!("transport {kind}"));
+    }
+
     /// A refused or failed request, by `"<status> <code>"` or transport error.
     pub fn error(&self, kind: String) {
         self.failed_requests.fetch_add(1, Ordering::Relaxed);

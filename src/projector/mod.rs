@@ -41,7 +41,7 @@ use herald_actors::broker::{Broker, Incoming};
 use herald_actors::events;
 use herald_actors::payload::EventTask;
 use herald_actors::{MessageId, TenantId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::ProjectorConfig;
@@ -156,10 +156,13 @@ impl Projector {
     }
 }
 
+/// One element of an AMQP message that is not an event: its JSON and why.
+type Poison = (Vec<u8>, String);
+
 /// The events of one AMQP message: one event, or a JSON array of them
-/// (`herald_actors::events::pack`). All or nothing: one bad element makes
-/// the whole message poison.
-fn decode(body: &[u8]) -> Result<Vec<EventTask>, String> {
+/// (`herald_actors::events::pack`), each element decoded on its own so one
+/// bad element spoils only itself. `Err`: the body as a whole is no event.
+fn decode(body: &[u8]) -> Result<Vec<Result<EventTask, Poison>>, String> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let values = match value {
         serde_json::Value::Array(items) if items.is_empty() => {
@@ -168,13 +171,13 @@ fn decode(body: &[u8]) -> Result<Vec<EventTask>, String> {
         serde_json::Value::Array(items) => items,
         single => vec![single],
     };
-    values
+    Ok(values
         .into_iter()
         .map(|mut v| {
             scrub(&mut v);
-            serde_json::from_value(v).map_err(|e| e.to_string())
+            EventTask::deserialize(&v).map_err(|e| (v.to_string().into_bytes(), e.to_string()))
         })
-        .collect()
+        .collect())
 }
 
 /// Remove NUL characters from every string (PostgreSQL refuses them).
@@ -261,8 +264,20 @@ impl Worker {
         for incoming in batch {
             match decode(&incoming.body) {
                 Ok(decoded) => {
-                    deliveries.push((incoming, decoded.len()));
-                    events.extend(decoded);
+                    let mut carried = 0;
+                    for item in decoded {
+                        match item {
+                            Ok(event) => {
+                                events.push(event);
+                                carried += 1;
+                            }
+                            Err((body, reason)) => {
+                                telemetry::projector_malformed(&reason);
+                                self.dead_letter(&body, &reason).await;
+                            }
+                        }
+                    }
+                    deliveries.push((incoming, carried));
                 }
                 Err(reason) => {
                     telemetry::projector_malformed(&reason);
@@ -272,6 +287,7 @@ impl Worker {
             }
         }
         if events.is_empty() {
+            ack_all(deliveries.into_iter().map(|(d, _)| d).collect()).await;
             return Stopped::No;
         }
         match self.apply_retrying(&events, stop).await {
@@ -310,9 +326,10 @@ impl Worker {
         }
     }
 
-    /// A batch the database refused: find the delivery it refuses by
-    /// applying each alone (with all its events); dead-letter that one and
-    /// acknowledge the rest as they commit.
+    /// A batch the database refused: find the events it refuses by
+    /// applying each delivery alone, and the events of a refused delivery
+    /// one by one; dead-letter only the refused events, and acknowledge each
+    /// delivery once all it carried is committed or dead-lettered.
     async fn apply_one_by_one(
         &self,
         events: &[EventTask],
@@ -324,14 +341,22 @@ impl Worker {
             let carried = &events[start..start + n];
             start += n;
             match self.apply_retrying(carried, stop).await {
-                Ok(true) => ack(incoming).await,
+                Ok(true) => {}
                 Ok(false) => {
-                    self.dead_letter(&incoming.body, "refused by the database")
-                        .await;
-                    ack(incoming).await;
+                    for event in carried {
+                        match self.apply_retrying(std::slice::from_ref(event), stop).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                let body = serde_json::to_vec(event).expect("events serialise");
+                                self.dead_letter(&body, "refused by the database").await;
+                            }
+                            Err(()) => return Stopped::Yes,
+                        }
+                    }
                 }
                 Err(()) => return Stopped::Yes,
             }
+            ack(incoming).await;
         }
         Stopped::No
     }
@@ -399,9 +424,9 @@ mod tests {
     #[test]
     fn decode_scrubs_nul_and_refuses_garbage() {
         let body = br#"{"type":"receipt.v1","event_id":"evt_1","carrier":"c\u0000","receipt":{"carrier_ref":"AB","state":"delivered","error_code":null,"done_at":null,"raw":"x\u0000y","final":true},"received_at":"2026-11-23T00:00:00Z"}"#;
-        let check = |events: Vec<EventTask>| {
+        let check = |events: Vec<Result<EventTask, Poison>>| {
             for e in events {
-                match e {
+                match e.expect("an event") {
                     EventTask::ReceiptV1(r) => {
                         assert_eq!(r.carrier, "c");
                         assert_eq!(r.receipt.raw, "xy");
@@ -426,11 +451,14 @@ mod tests {
         assert_eq!(events.len(), 2);
         check(events);
         assert!(decode(b"not json").is_err());
-        assert!(decode(br#"{"type":"status.v9"}"#).is_err());
+        assert!(decode(br#"{"type":"status.v9"}"#).unwrap()[0].is_err());
         assert!(decode(b"[]").is_err());
         let mut one_bad = b"[".to_vec();
         one_bad.extend_from_slice(body);
         one_bad.extend_from_slice(br#",{"type":"status.v9"}]"#);
-        assert!(decode(&one_bad).is_err(), "one bad element spoils the lot");
+        let items = decode(&one_bad).unwrap();
+        assert!(items[0].is_ok(), "one bad element spoils only itself");
+        let (bad, _) = items[1].as_ref().unwrap_err();
+        assert_eq!(bad, br#"{"type":"status.v9"}"#);
     }
 }

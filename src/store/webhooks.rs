@@ -213,23 +213,6 @@ impl Store {
         .await
     }
 
-    /// An endpoint by id alone (the deliverer; deleted ones are `None`).
-    pub async fn endpoint_by_id(&self, id: &EndpointId) -> Result<Option<EndpointRow>, StoreError> {
-        self.with(|c| async move {
-            let row = c
-                .query_opt(
-                    &format!(
-                        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
-                         WHERE id = $1 AND deleted_at IS NULL"
-                    ),
-                    &[&id.as_str()],
-                )
-                .await?;
-            Ok(row.as_ref().map(endpoint_from_row))
-        })
-        .await
-    }
-
     /// The live (not deleted) endpoints among `ids`, in no order.
     pub async fn endpoints_by_ids(&self, ids: &[String]) -> Result<Vec<EndpointRow>, StoreError> {
         self.with(|c| async move {
@@ -330,64 +313,36 @@ impl Store {
         .await
     }
 
-    /// Record one attempt (or notice).
-    pub async fn record_attempt(&self, a: &AttemptRow) -> Result<(), StoreError> {
-        self.with(|c| async move {
-            c.execute(
-                "INSERT INTO webhook_attempts (tenant_id, event_type, webhook_id, event_cursor, \
-                   message_id, endpoint_id, url, attempt, outcome, status_code, latency_ms, \
-                   error, next_try_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                &[
-                    &a.tenant_id,
-                    &a.event_type,
-                    &a.webhook_id,
-                    &a.event_cursor,
-                    &a.message_id,
-                    &a.endpoint_id,
-                    &a.url,
-                    &a.attempt,
-                    &a.outcome,
-                    &a.status_code,
-                    &a.latency_ms,
-                    &a.error,
-                    &a.next_try_at,
-                ],
-            )
-            .await?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Record several attempts with one statement (all or none), in order.
-    pub async fn record_attempts(&self, rows: &[AttemptRow]) -> Result<(), StoreError> {
+    /// Record several attempts (or notices) with one statement (all or
+    /// none), in order.
+    pub async fn record_attempts(&self, rows: Vec<AttemptRow>) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
-        macro_rules! column {
-            ($f:ident) => {
-                rows.iter().map(|a| a.$f.clone()).collect::<Vec<_>>()
+        // One array per column, named after its field, the fields moved
+        // out of the rows.
+        macro_rules! columns {
+            ($($f:ident),*) => {
+                $(let mut $f = Vec::with_capacity(rows.len());)*
+                for a in rows {
+                    $($f.push(a.$f);)*
+                }
             };
         }
-        let (tenants, types, webhook_ids, cursors) = (
-            column!(tenant_id),
-            column!(event_type),
-            column!(webhook_id),
-            column!(event_cursor),
-        );
-        let (messages, endpoints, urls, attempts) = (
-            column!(message_id),
-            column!(endpoint_id),
-            column!(url),
-            column!(attempt),
-        );
-        let (outcomes, codes, latencies, errors, next) = (
-            column!(outcome),
-            column!(status_code),
-            column!(latency_ms),
-            column!(error),
-            column!(next_try_at),
+        columns!(
+            tenant_id,
+            event_type,
+            webhook_id,
+            event_cursor,
+            message_id,
+            endpoint_id,
+            url,
+            attempt,
+            outcome,
+            status_code,
+            latency_ms,
+            error,
+            next_try_at
         );
         self.with(|c| async move {
             c.execute(
@@ -401,19 +356,19 @@ impl Store {
                       WITH ORDINALITY AS x(t, ty, w, ec, m, e, u, a, o, sc, l, er, n, k) \
                  ORDER BY k",
                 &[
-                    &tenants,
-                    &types,
-                    &webhook_ids,
-                    &cursors,
-                    &messages,
-                    &endpoints,
-                    &urls,
-                    &attempts,
-                    &outcomes,
-                    &codes,
-                    &latencies,
-                    &errors,
-                    &next,
+                    &tenant_id,
+                    &event_type,
+                    &webhook_id,
+                    &event_cursor,
+                    &message_id,
+                    &endpoint_id,
+                    &url,
+                    &attempt,
+                    &outcome,
+                    &status_code,
+                    &latency_ms,
+                    &error,
+                    &next_try_at,
                 ],
             )
             .await?;

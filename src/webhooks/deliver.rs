@@ -69,11 +69,17 @@ pub fn classify(status: u16, retry_after: Option<&str>) -> Outcome {
 /// The deliverer's store calls, each grouped across concurrent deliveries
 /// (see [`Batcher`]): per attempt one endpoint and one message lookup and
 /// one attempt row, but few statements and commits.
+/// Rows come back shared: one lookup answers every caller that asked for
+/// the same endpoint or message in the batch.
 struct Batched {
-    endpoints: Batcher<String, Result<Option<EndpointRow>, String>>,
-    messages: Batcher<(String, String), Result<Option<MessageRecord>, String>>,
+    endpoints: Batcher<String, Lookup<EndpointRow>>,
+    /// By (tenant id, message id).
+    messages: Batcher<(String, String), Lookup<MessageRecord>>,
     attempts: Batcher<AttemptRow, Result<(), String>>,
 }
+
+/// A row looked up for a delivery: shared, absent, or the store's error.
+type Lookup<T> = Result<Option<Arc<T>>, String>;
 
 impl Batched {
     fn start(store: &Store) -> Self {
@@ -83,9 +89,9 @@ impl Batched {
             async move {
                 match s.endpoints_by_ids(&ids).await {
                     Ok(rows) => {
-                        let by_id: HashMap<String, EndpointRow> = rows
+                        let by_id: HashMap<String, Arc<EndpointRow>> = rows
                             .into_iter()
-                            .map(|r| (r.id.as_str().to_owned(), r))
+                            .map(|r| (r.id.as_str().to_owned(), Arc::new(r)))
                             .collect();
                         ids.iter().map(|id| Ok(by_id.get(id).cloned())).collect()
                     }
@@ -103,9 +109,9 @@ impl Batched {
                     let ids: Vec<String> = keys.iter().map(|(_, id)| id.clone()).collect();
                     match s.messages_by_ids(&ids).await {
                         Ok(rows) => {
-                            let by_id: HashMap<String, MessageRecord> = rows
+                            let by_id: HashMap<String, Arc<MessageRecord>> = rows
                                 .into_iter()
-                                .map(|m| (m.id.as_str().to_owned(), m))
+                                .map(|m| (m.id.as_str().to_owned(), Arc::new(m)))
                                 .collect();
                             keys.iter()
                                 .map(|(tenant, id)| {
@@ -128,8 +134,9 @@ impl Batched {
             move |rows: Vec<AttemptRow>| {
                 let s = s.clone();
                 async move {
-                    let answer = s.record_attempts(&rows).await.map_err(|e| e.to_string());
-                    vec![answer; rows.len()]
+                    let n = rows.len();
+                    let answer = s.record_attempts(rows).await.map_err(|e| e.to_string());
+                    vec![answer; n]
                 }
             },
         );
@@ -140,25 +147,22 @@ impl Batched {
         }
     }
 
-    async fn endpoint(&self, id: &EndpointId) -> Result<Option<EndpointRow>, String> {
+    async fn endpoint(&self, id: &EndpointId) -> Lookup<EndpointRow> {
         self.endpoints
             .call(id.as_str().to_owned())
             .await
             .map_err(|e| e.to_string())?
     }
 
-    async fn message(&self, tenant: &str, id: &str) -> Result<Option<MessageRecord>, String> {
+    async fn message(&self, tenant: &str, id: &str) -> Lookup<MessageRecord> {
         self.messages
             .call((tenant.to_owned(), id.to_owned()))
             .await
             .map_err(|e| e.to_string())?
     }
 
-    async fn record(&self, row: &AttemptRow) -> Result<(), String> {
-        self.attempts
-            .call(row.clone())
-            .await
-            .map_err(|e| e.to_string())?
+    async fn record(&self, row: AttemptRow) -> Result<(), String> {
+        self.attempts.call(row).await.map_err(|e| e.to_string())?
     }
 }
 
@@ -243,7 +247,9 @@ impl Deliverer {
         let gate = {
             let mut limits = self.limits.lock().expect("limits lock");
             if limits.len() > 10_000 {
-                limits.retain(|_, g| Arc::strong_count(g) > 1);
+                // In use: waited for (the gate is held) or delivering (a
+                // permit holds `slots`).
+                limits.retain(|_, g| Arc::strong_count(g) > 1 || Arc::strong_count(&g.slots) > 1);
             }
             limits
                 .entry(key.to_owned())
@@ -373,7 +379,7 @@ impl Deliverer {
                 row.outcome = "failed".into();
                 row.error = Some(e.to_string());
                 telemetry::webhook_attempt("refused", None);
-                return self.batched.record(&row).await;
+                return self.batched.record(row).await;
             }
         }
         let Some(message) = self.batched.message(tenant_id, message_id).await? else {
@@ -453,7 +459,7 @@ impl Deliverer {
             Outcome::Succeeded => {
                 row.outcome = "succeeded".into();
                 telemetry::webhook_attempt("succeeded", Some(latency));
-                self.batched.record(&row).await?;
+                self.batched.record(row).await?;
                 if let (Some(id), true) = (endpoint_id, failing) {
                     if let Err(e) = self.store.endpoint_succeeded(id).await {
                         health_not_recorded(id, "succeeded", &e);
@@ -463,7 +469,7 @@ impl Deliverer {
             Outcome::Gone => {
                 row.outcome = "failed".into();
                 telemetry::webhook_attempt("gone", Some(latency));
-                self.batched.record(&row).await?;
+                self.batched.record(row).await?;
                 if let Some(id) = endpoint_id {
                     self.disable(id, tenant_id, url, "gone").await;
                 }
@@ -478,7 +484,7 @@ impl Deliverer {
                 row.outcome = if next.is_some() { "retrying" } else { "failed" }.into();
                 row.next_try_at = next.map(|ms| now + chrono::Duration::milliseconds(ms as i64));
                 telemetry::webhook_attempt(&row.outcome, Some(latency));
-                self.batched.record(&row).await?;
+                self.batched.record(row).await?;
                 if let Some(ms) = next {
                     let mut again = task.clone();
                     let WebhookTask::DeliverV1 { attempt, .. } = &mut again;
@@ -530,7 +536,7 @@ impl Deliverer {
             next_try_at: None,
             created_at: None,
         };
-        if let Err(e) = self.store.record_attempt(&notice).await {
+        if let Err(e) = self.batched.record(notice).await {
             health_not_recorded(id, "notice", &e);
         }
     }
@@ -538,7 +544,7 @@ impl Deliverer {
 
 /// An endpoint-health update that did not reach the database. Logged, not
 /// retried: the attempt itself is recorded and its retry (if any) scheduled.
-fn health_not_recorded(id: &EndpointId, what: &str, e: &crate::store::StoreError) {
+fn health_not_recorded(id: &EndpointId, what: &str, e: &dyn std::fmt::Display) {
     tracing::warn!(target: "herald::webhooks", endpoint = %id, what, error = %e,
         "endpoint health not recorded");
 }

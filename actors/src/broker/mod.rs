@@ -47,10 +47,9 @@ pub enum BrokerError {
 }
 
 /// Largest AMQP frame Herald asks for (RabbitMQ's default is 128 KiB).
-/// lapin keeps 32 frames of buffer each way per connection, and Herald opens
-/// one connection per consumer (about twenty): at 128 KiB that is ~8 MiB a
-/// connection, ~150 MiB in all, at 32 KiB a quarter of it. Bodies are far
-/// smaller; a larger one is split into frames.
+/// lapin keeps 32 frames of buffer each way per connection: at 128 KiB that
+/// is ~8 MiB a connection, at 32 KiB a quarter of it. Bodies are mostly far
+/// smaller; a larger one (a packed batch of events) is split into frames.
 pub const FRAME_MAX: u32 = 32_768;
 
 /// `url` asking for [`FRAME_MAX`], unless it names a `frame_max` itself.
