@@ -18,6 +18,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::message::MessageRecord;
+use crate::outbox::Committed;
 use crate::store::messages::Inserted;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
@@ -48,7 +49,7 @@ impl Ingest {
         store: Store,
         max_batch: usize,
         concurrent_flushes: usize,
-        committed: mpsc::Sender<Vec<MessageRecord>>,
+        committed: mpsc::Sender<Committed>,
     ) -> (Ingest, IngestTask) {
         let (tx, rx) = mpsc::channel(max_batch * concurrent_flushes * 4);
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -95,7 +96,7 @@ async fn collect(
     mut stop: oneshot::Receiver<()>,
     max_batch: usize,
     concurrent_flushes: usize,
-    committed: mpsc::Sender<Vec<MessageRecord>>,
+    committed: mpsc::Sender<Committed>,
 ) {
     let permits = Arc::new(Semaphore::new(concurrent_flushes));
     let mut stopping = false;
@@ -140,12 +141,12 @@ async fn collect(
     let _ = permits.acquire_many(concurrent_flushes as u32).await;
 }
 
-async fn flush(store: &Store, batch: Vec<Job>, committed: &mpsc::Sender<Vec<MessageRecord>>) {
+async fn flush(store: &Store, batch: Vec<Job>, committed: &mpsc::Sender<Committed>) {
     let started = Instant::now();
     let (messages, replies): (Vec<MessageRecord>, Vec<oneshot::Sender<Accepted>>) =
         batch.into_iter().map(|j| (j.message, j.reply)).unzip();
     match store.insert_messages(&messages).await {
-        Ok(outcomes) => {
+        Ok((outcomes, batch)) => {
             telemetry::accept_batch_flushed(messages.len(), started.elapsed());
             let fresh: Vec<MessageRecord> = messages
                 .into_iter()
@@ -153,13 +154,17 @@ async fn flush(store: &Store, batch: Vec<Job>, committed: &mpsc::Sender<Vec<Mess
                 .filter(|(_, o)| matches!(o, Inserted::New))
                 .map(|(m, _)| m)
                 .collect();
-            if !fresh.is_empty() {
+            if let Some(batch) = batch.filter(|_| !fresh.is_empty()) {
                 // The relay's inbox is bounded, so a relay behind the accept
                 // rate costs no memory: when it is full (or the relay is gone
                 // at the very end of shutdown) the rows, committed, are left
                 // to the sweep, which publishes them after `outbox.grace_ms`.
                 let n = fresh.len();
-                if committed.try_send(fresh).is_err() {
+                let done = Committed {
+                    batch,
+                    messages: fresh,
+                };
+                if committed.try_send(done).is_err() {
                     telemetry::outbox_left_to_sweep(n);
                 }
             }

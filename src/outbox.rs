@@ -1,14 +1,18 @@
 //! The outbox relay: publishes committed messages to RabbitMQ.
 //!
-//! The `messages` table is the outbox. A message is published on one of two
-//! paths, both in this one task so they never race inside a node:
+//! Each group-commit batch writes, with its messages, a row of the `outbox`
+//! table naming them; the row is deleted once RabbitMQ has confirmed them
+//! all. A message is published on one of two paths, both in this one task
+//! so they never race inside a node:
 //! - fast: right after its batch commits, the ingest collector hands it here
-//!   and it is published at once (confirms awaited), then marked published.
+//!   and it is published at once (confirms awaited, several messages of a
+//!   shard to an AMQP message), then its outbox row is deleted.
 //!   The hand-off is bounded: when this relay is behind, what does not fit
 //!   is left to the sweep, so a burst costs no memory;
-//! - sweep: every `outbox.sweep_interval_ms`, rows still unpublished after
+//! - sweep: every `outbox.sweep_interval_ms`, outbox rows older than
 //!   `outbox.grace_ms` (broker was down, or the process stopped between
-//!   commit and publish) are claimed with `SKIP LOCKED`, published, marked.
+//!   commit and publish) are claimed with `SKIP LOCKED`, their messages
+//!   published, the rows deleted.
 //!
 //! While RabbitMQ is unreachable the fast path gives up at once (the broker
 //! handle backs off) and the sweep keeps trying; when RabbitMQ is back, the
@@ -23,6 +27,13 @@ use tokio::sync::{mpsc, oneshot};
 use crate::message::MessageRecord;
 use crate::store::Store;
 use crate::telemetry;
+
+/// A committed group-commit batch: its outbox row and its new messages.
+#[derive(Debug)]
+pub struct Committed {
+    pub batch: i64,
+    pub messages: Vec<MessageRecord>,
+}
 
 /// Relay settings.
 #[derive(Debug, Clone)]
@@ -43,7 +54,7 @@ impl Relay {
         store: Store,
         broker: Broker,
         config: RelayConfig,
-        inbox: mpsc::Receiver<Vec<MessageRecord>>,
+        inbox: mpsc::Receiver<Committed>,
     ) -> Relay {
         let (stop, stop_rx) = oneshot::channel();
         let done = tokio::spawn(run(store, broker, config, inbox, stop_rx));
@@ -62,7 +73,7 @@ async fn run(
     store: Store,
     broker: Broker,
     config: RelayConfig,
-    mut inbox: mpsc::Receiver<Vec<MessageRecord>>,
+    mut inbox: mpsc::Receiver<Committed>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut sweep = tokio::time::interval(config.sweep_interval);
@@ -95,13 +106,17 @@ async fn fast_path(
     store: &Store,
     broker: &Broker,
     config: &RelayConfig,
-    first: Vec<MessageRecord>,
-    inbox: &mut mpsc::Receiver<Vec<MessageRecord>>,
+    first: Committed,
+    inbox: &mut mpsc::Receiver<Committed>,
 ) {
-    let mut messages = first;
-    while messages.len() < FAST_BATCH {
+    let mut batches = vec![first];
+    let mut n = batches[0].messages.len();
+    while n < FAST_BATCH {
         match inbox.try_recv() {
-            Ok(more) => messages.extend(more),
+            Ok(more) => {
+                n += more.messages.len();
+                batches.push(more);
+            }
             Err(_) => break,
         }
     }
@@ -110,18 +125,19 @@ async fn fast_path(
     // message twice.
     let cutoff = chrono::Utc::now()
         - chrono::Duration::from_std(config.grace / 2).unwrap_or_else(|_| chrono::Duration::zero());
-    messages.retain(|m| m.created_at > cutoff);
-    if messages.is_empty() {
+    batches.retain(|b| b.messages.iter().all(|m| m.created_at > cutoff));
+    if batches.is_empty() {
         return;
     }
     if !broker.is_available() {
         // Backing off after a failure: leave them to the sweep.
         return;
     }
-    let outgoing = to_outgoing(broker.topology(), &messages);
+    let messages: Vec<&MessageRecord> = batches.iter().flat_map(|b| &b.messages).collect();
+    let outgoing = to_outgoing(broker.topology(), messages.iter().copied());
     match broker.publish_confirmed(&outgoing).await {
         Ok(()) => {
-            let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+            let ids: Vec<i64> = batches.iter().map(|b| b.batch).collect();
             let mut attempt = 0;
             while let Err(e) = store.mark_published(&ids).await {
                 attempt += 1;
@@ -143,7 +159,7 @@ async fn sweep_once(store: &Store, broker: &Broker, config: &RelayConfig) {
     loop {
         let published = store
             .sweep_unpublished(config.grace, config.sweep_batch, async |messages| {
-                let outgoing = to_outgoing(broker.topology(), messages);
+                let outgoing = to_outgoing(broker.topology(), messages.iter());
                 match broker.publish_confirmed(&outgoing).await {
                     Ok(()) => true,
                     Err(e) => {
@@ -171,13 +187,20 @@ async fn sweep_once(store: &Store, broker: &Broker, config: &RelayConfig) {
     }
 }
 
-fn to_outgoing(topology: &Topology, messages: &[MessageRecord]) -> Vec<Outgoing> {
+/// Messages of one shard packed into one AMQP message (each is still
+/// acknowledged on its own by the ingress consumer).
+const INGRESS_PACK: usize = 32;
+
+fn to_outgoing<'a>(
+    topology: &Topology,
+    messages: impl Iterator<Item = &'a MessageRecord>,
+) -> Vec<Outgoing> {
     let exchange = topology.ingress_exchange();
-    messages
-        .iter()
+    let each = messages
         .map(|m| {
             let shard = shard_of(m.tenant_id.as_str(), topology.shards());
             events::to_ingress(exchange.clone(), Topology::ingress_key(shard), m.envelope())
         })
-        .collect()
+        .collect();
+    events::pack_all(each, INGRESS_PACK)
 }

@@ -27,7 +27,7 @@ async fn unpublished(env: &TestEnv) -> i64 {
     env.db()
         .await
         .query_one(
-            "SELECT count(*) FROM messages WHERE published_at IS NULL",
+            "SELECT coalesce(sum(cardinality(message_ids)), 0)::int8 FROM outbox",
             &[],
         )
         .await
@@ -300,4 +300,73 @@ async fn a_slow_broker_is_waited_for_not_reconnected() {
             .len(),
         40
     );
+}
+
+/// A packed AMQP message is handed on element by element; it is
+/// acknowledged once every element is, and comes back whole when one
+/// element is given back (or dropped by a holder that died).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packed_delivery_is_settled_element_by_element() {
+    use herald_actors::broker::{Outgoing, Topology};
+    use herald_actors::events::pack_all;
+
+    let env = TestEnv::new();
+    let broker = env.broker();
+    broker.ensure_connected().await.expect("connects");
+    let topology = broker.topology().clone();
+    let out: Vec<Outgoing> = (0..3)
+        .map(|i| Outgoing {
+            exchange: topology.ingress_exchange(),
+            routing_key: Topology::ingress_key(0),
+            body: format!("{{\"n\":{i}}}").into_bytes(),
+            priority: 0,
+        })
+        .collect();
+    let packed = pack_all(out, 8);
+    assert_eq!(packed.len(), 1, "three messages, one AMQP message");
+    broker.publish_confirmed(&packed).await.expect("publishes");
+
+    let mut inbox = broker.subscribe(topology.ingress_queue(0), 4);
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+            .await
+            .expect("a delivery in time")
+            .expect("subscribed")
+    };
+    let body = |i: &herald_actors::broker::Incoming| String::from_utf8(i.body.clone()).unwrap();
+
+    // One element given back, one dropped: the whole pack comes back, once.
+    let (a, b, c) = (next().await, next().await, next().await);
+    assert_eq!(
+        [body(&a), body(&b), body(&c)],
+        [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":2}"#]
+    );
+    assert!(!a.redelivered);
+    a.ack().await.unwrap();
+    b.requeue().await.unwrap();
+    drop(c);
+    let (a, b, c) = (next().await, next().await, next().await);
+    assert!(a.redelivered && b.redelivered && c.redelivered);
+    assert_eq!(body(&c), r#"{"n":2}"#);
+
+    // Every element acknowledged: gone for good.
+    for i in [a, b, c] {
+        i.ack().await.unwrap();
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), inbox.recv())
+            .await
+            .is_err(),
+        "nothing is redelivered once every element is acknowledged"
+    );
+    drop(inbox);
+    let depth = eventually(Duration::from_secs(10), || async {
+        broker
+            .queue_depth(&topology.ingress_queue(0))
+            .await
+            .unwrap_or(1)
+            == 0
+    })
+    .await;
+    assert!(depth, "the queue is empty");
 }

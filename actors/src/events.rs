@@ -47,26 +47,66 @@ pub fn pack(topology: &Topology, out: Vec<Outgoing>) -> Vec<Outgoing> {
     }
     let mut packed: Vec<Outgoing> = events
         .chunks(PACK_MAX)
-        .map(|chunk| {
-            let mut body =
-                Vec::with_capacity(chunk.iter().map(|o| o.body.len() + 1).sum::<usize>() + 1);
-            body.push(b'[');
-            for (i, o) in chunk.iter().enumerate() {
-                if i > 0 {
-                    body.push(b',');
-                }
-                body.extend_from_slice(&o.body);
-            }
-            body.push(b']');
-            Outgoing {
-                exchange: exchange.clone(),
-                routing_key: "status".into(),
-                body,
-                priority: chunk.iter().map(|o| o.priority).max().unwrap_or(0),
-            }
-        })
+        .map(|chunk| joined(chunk, chunk.iter().map(|o| o.priority).max().unwrap_or(0)))
         .collect();
     packed.append(&mut rest);
+    packed
+}
+
+/// One AMQP message whose body is the JSON array of `chunk`'s bodies, to
+/// the first one's destination.
+fn joined(chunk: &[Outgoing], priority: u8) -> Outgoing {
+    let mut body = Vec::with_capacity(chunk.iter().map(|o| o.body.len() + 1).sum::<usize>() + 1);
+    body.push(b'[');
+    for (i, o) in chunk.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&o.body);
+    }
+    body.push(b']');
+    Outgoing {
+        exchange: chunk[0].exchange.clone(),
+        routing_key: chunk[0].routing_key.clone(),
+        body,
+        priority,
+    }
+}
+
+/// Pack `out` into AMQP messages of up to `max` messages each, one pack per
+/// destination (exchange, routing key) and priority, in the order of
+/// their first message; the order within a destination is kept. A pack's
+/// body is the JSON array of its messages' bodies; a destination with one
+/// message keeps it as it is. Consumers of such queues read them with
+/// `Broker::subscribe`, which settles each element on its own.
+pub fn pack_all(out: Vec<Outgoing>, max: usize) -> Vec<Outgoing> {
+    if out.len() <= 1 {
+        return out;
+    }
+    let mut groups: Vec<Vec<Outgoing>> = Vec::new();
+    for o in out {
+        let same = |g: &&mut Vec<Outgoing>| {
+            let first = &g[0];
+            first.exchange == o.exchange
+                && first.routing_key == o.routing_key
+                && first.priority == o.priority
+        };
+        match groups.iter_mut().find(|g| same(g)) {
+            Some(group) => group.push(o),
+            None => groups.push(vec![o]),
+        }
+    }
+    let mut packed = Vec::with_capacity(groups.len());
+    for mut group in groups {
+        if group.len() == 1 {
+            packed.append(&mut group);
+            continue;
+        }
+        packed.extend(group.chunks(max.max(1)).map(|chunk| match chunk {
+            [one] => one.clone(),
+            _ => joined(chunk, chunk[0].priority),
+        }));
+    }
     packed
 }
 
@@ -254,5 +294,40 @@ mod tests {
             .map(|i| out("p.events", &format!(r#"{{"n":{i}}}"#), 0))
             .collect();
         assert_eq!(pack(&t, many).len(), 2);
+    }
+
+    #[test]
+    fn pack_all_packs_per_destination_and_priority_in_order() {
+        let packed = pack_all(
+            vec![
+                out("p.carrier", r#"{"n":1}"#, 0),
+                out("p.other", r#"{"n":2}"#, 0),
+                out("p.carrier", r#"{"n":3}"#, 5),
+                out("p.carrier", r#"{"n":4}"#, 0),
+                out("p.carrier", r#"{"n":5}"#, 0),
+            ],
+            2,
+        );
+        let bodies: Vec<(&str, u8, serde_json::Value)> = packed
+            .iter()
+            .map(|o| {
+                (
+                    o.exchange.as_str(),
+                    o.priority,
+                    serde_json::from_slice(&o.body).unwrap(),
+                )
+            })
+            .collect();
+        use serde_json::json;
+        assert_eq!(
+            bodies,
+            vec![
+                ("p.carrier", 0, json!([{"n":1},{"n":4}])),
+                ("p.carrier", 0, json!({"n":5})),
+                ("p.other", 0, json!({"n":2})),
+                ("p.carrier", 5, json!({"n":3})),
+            ]
+        );
+        assert_eq!(pack_all(vec![], 4).len(), 0);
     }
 }

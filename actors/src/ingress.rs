@@ -21,8 +21,9 @@ use crate::root::RouteTable;
 use crate::telemetry;
 use crate::tenant::{Admit, TenantActor, UseRoutes};
 
-/// Unacknowledged ingress deliveries per shard.
-pub const PREFETCH: u16 = 512;
+/// Unacknowledged ingress deliveries (AMQP messages, each of up to 32
+/// messages) per shard.
+pub const PREFETCH: u16 = 64;
 /// Unacknowledged overflow deliveries per shard.
 pub const OVERFLOW_PREFETCH: u16 = 64;
 

@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod broker;
 pub mod carrier;
 pub mod config;
+pub mod courier;
 pub mod events;
 pub mod health;
 pub mod ids;

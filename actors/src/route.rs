@@ -19,6 +19,7 @@ use actix::prelude::*;
 
 use crate::broker::{Broker, Incoming};
 use crate::config::RouteSpec;
+use crate::courier::Courier;
 use crate::events;
 use crate::health::Ping;
 use crate::payload::{Delivery, Priority};
@@ -31,6 +32,9 @@ pub const LEAD_SECONDS: f64 = 0.25;
 /// Released at the carrier's rate times this (the root lowers the rate it
 /// reports while the carrier has a backlog, which closes the loop).
 pub const PACE_HEADROOM: f64 = 1.0;
+/// Most messages for one carrier packed into one AMQP message (each is
+/// still acknowledged on its own by the carrier connection).
+pub const CARRIER_PACK: usize = 16;
 
 /// Route this message (delivery in hand, ingress delivery to acknowledge).
 #[derive(Message)]
@@ -141,6 +145,9 @@ pub struct RouteActor {
     turn: VecDeque<String>,
     pump_scheduled: bool,
     broker: Broker,
+    /// Publishes released messages to the carriers' queues (started with
+    /// the actor).
+    courier: Option<Courier>,
 }
 
 impl RouteActor {
@@ -154,6 +161,7 @@ impl RouteActor {
             turn: VecDeque::new(),
             pump_scheduled: false,
             broker,
+            courier: None,
         }
     }
 
@@ -205,7 +213,7 @@ impl RouteActor {
         });
     }
 
-    fn release(&self, dispatch: Dispatch, carrier: Option<String>) {
+    fn release(&mut self, dispatch: Dispatch, carrier: Option<String>) {
         let Dispatch {
             incoming,
             mut delivery,
@@ -234,14 +242,11 @@ impl RouteActor {
                 )
             }
         };
-        let broker = self.broker.clone();
-        actix::spawn(async move {
-            if let Err(e) = incoming.hand_over(&broker, &[out]).await {
-                telemetry::publish_failed("route", &e);
-            }
-            // The tenant's share frees up once the message is on its way.
-            drop(share);
-        });
+        // The tenant's share frees up once the message is on its way.
+        let keep = share.map(|s| Box::new(s) as Box<dyn Send>);
+        self.courier
+            .get_or_insert_with(|| Courier::start(self.broker.clone(), "route", CARRIER_PACK))
+            .send(incoming, out, keep);
     }
 }
 

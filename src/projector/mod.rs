@@ -206,7 +206,7 @@ struct Worker {
 impl Worker {
     async fn run(self, mut stop: oneshot::Receiver<()>) {
         let queue = self.broker.topology().events_queue();
-        let mut inbox = self.broker.subscribe(queue, self.settings.prefetch);
+        let mut inbox = self.broker.subscribe_whole(queue, self.settings.prefetch);
         let mut check = tokio::time::interval(self.settings.unmatched_check_interval);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -2,10 +2,11 @@
 //! `message_events`.
 //!
 //! New messages are written in batches with one `unnest` statement (group
-//! commit, see `ingest`); the queued event is appended in the same statement.
-//! Unpublished rows (`published_at IS NULL`) are claimed with
-//! `FOR UPDATE SKIP LOCKED` by the outbox relay, so two nodes never publish
-//! the same row in the same sweep.
+//! commit, see `ingest`); the queued event and the batch's `outbox` row
+//! (its message ids, until RabbitMQ has them) are written by the same
+//! statement. Outbox rows left behind are claimed with
+//! `FOR UPDATE SKIP LOCKED` by the outbox relay's sweep, so two nodes never
+//! publish the same batch in the same sweep.
 
 use chrono::{DateTime, Utc};
 use herald_actors::payload::Priority;
@@ -107,17 +108,22 @@ WITH input AS (
 ), events AS (
     INSERT INTO message_events (message_id, tenant_id, seq, status, final, at)
     SELECT id, tenant_id, 1, status, false, created_at FROM ins
+), batch AS (
+    INSERT INTO outbox (message_ids) SELECT array_agg(id) FROM ins HAVING count(*) > 0
+    RETURNING batch
 )
-SELECT id FROM ins";
+SELECT id, (SELECT batch FROM batch) FROM ins";
 
 impl Store {
     /// Write a batch of new messages in one statement, each with its first
-    /// event. Returns, in input order, whether each was written or already
-    /// existed under its idempotency key. Committed when this returns `Ok`.
+    /// event, and the outbox row of those written. Returns, in input order,
+    /// whether each was written or already existed under its idempotency
+    /// key, and the outbox batch (`None`: nothing new). Committed when this
+    /// returns `Ok`.
     pub async fn insert_messages(
         &self,
         batch: &[MessageRecord],
-    ) -> Result<Vec<Inserted>, StoreError> {
+    ) -> Result<(Vec<Inserted>, Option<i64>), StoreError> {
         let n = batch.len();
         let mut id = Vec::with_capacity(n);
         let mut tenant = Vec::with_capacity(n);
@@ -159,7 +165,7 @@ impl Store {
             created.push(m.created_at);
             status.push(m.status.as_str());
         }
-        let written: std::collections::HashSet<String> = self
+        let (written, outbox): (std::collections::HashSet<String>, Option<i64>) = self
             .with(|c| async move {
                 let stmt = c.prepare_cached(INSERT_BATCH).await?;
                 let rows = c
@@ -172,7 +178,8 @@ impl Store {
                         ],
                     )
                     .await?;
-                Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+                let outbox = rows.first().map(|r| r.get::<_, i64>(1));
+                Ok((rows.iter().map(|r| r.get::<_, String>(0)).collect(), outbox))
             })
             .await?;
         let mut out = Vec::with_capacity(n);
@@ -195,7 +202,7 @@ impl Store {
                 }
             }
         }
-        Ok(out)
+        Ok((out, outbox))
     }
 
     /// The tenant's message carrying this idempotency key.
@@ -313,26 +320,23 @@ impl Store {
         .await
     }
 
-    /// Record that RabbitMQ confirmed these messages.
-    pub async fn mark_published(&self, ids: &[&str]) -> Result<(), StoreError> {
-        if ids.is_empty() {
+    /// Record that RabbitMQ confirmed these outbox batches.
+    pub async fn mark_published(&self, batches: &[i64]) -> Result<(), StoreError> {
+        if batches.is_empty() {
             return Ok(());
         }
         self.with(|c| async move {
-            c.execute(
-                "UPDATE messages SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL",
-                &[&ids],
-            )
-            .await?;
+            c.execute("DELETE FROM outbox WHERE batch = ANY($1)", &[&batches])
+                .await?;
             Ok(())
         })
         .await
     }
 
-    /// Claim up to `limit` messages committed more than `grace` ago and not
-    /// yet published, hand them to `publish`, and mark them published when it
-    /// returns `true`. Rows stay locked (`SKIP LOCKED` for other nodes) while
-    /// `publish` runs. Returns how many were published.
+    /// Claim outbox batches committed more than `grace` ago, about `limit`
+    /// messages, hand their messages to `publish`, and delete the batches
+    /// when it returns `true`. Rows stay locked (`SKIP LOCKED` for other
+    /// nodes) while `publish` runs. Returns how many messages were published.
     pub async fn sweep_unpublished<F>(
         &self,
         grace: std::time::Duration,
@@ -347,31 +351,41 @@ impl Store {
         let tx = client.transaction().await?;
         let rows = tx
             .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM messages WHERE published_at IS NULL \
-                     AND created_at < now() - make_interval(secs => $1::float8 / 1000.0) \
-                     ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-                ),
-                &[&grace_ms, &limit],
+                "SELECT batch, message_ids FROM outbox \
+                 WHERE created_at < now() - make_interval(secs => $1::float8 / 1000.0) \
+                 ORDER BY batch LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&grace_ms, &limit.max(1)],
             )
             .await?;
-        let records: Vec<MessageRecord> = rows
+        // Whole batches, until about `limit` messages; the rest stay for
+        // the next round.
+        let mut batches: Vec<i64> = Vec::new();
+        let mut ids: Vec<String> = Vec::new();
+        for row in &rows {
+            if !batches.is_empty() && ids.len() as i64 >= limit {
+                break;
+            }
+            batches.push(row.get(0));
+            ids.extend(row.get::<_, Vec<String>>(1));
+        }
+        if batches.is_empty() {
+            return Ok(0);
+        }
+        let records: Vec<MessageRecord> = tx
+            .query(
+                &format!("SELECT {COLUMNS} FROM messages WHERE id = ANY($1) ORDER BY created_at"),
+                &[&ids],
+            )
+            .await?
             .iter()
             .map(message_from_row)
             .collect::<Result<_, _>>()?;
-        if records.is_empty() {
-            return Ok(0);
-        }
-        if !publish(&records).await {
+        if !records.is_empty() && !publish(&records).await {
             tx.rollback().await?;
             return Ok(0);
         }
-        let ids: Vec<&str> = records.iter().map(|m| m.id.as_str()).collect();
-        tx.execute(
-            "UPDATE messages SET published_at = now() WHERE id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
+        tx.execute("DELETE FROM outbox WHERE batch = ANY($1)", &[&batches])
+            .await?;
         tx.commit().await?;
         Ok(records.len())
     }

@@ -319,10 +319,14 @@ impl Deliverer {
             Err(e) => {
                 tracing::warn!(target: "herald::webhooks", error = %e,
                     "webhook task will be retried");
-                // Returned to the head of the queue: do not spin while a
-                // dependency is down.
+                // Do not spin while a dependency is down.
                 tokio::time::sleep(REQUEUE_PAUSE).await;
-                false
+                // Back to the queue alone (the tasks packed with it may be
+                // done); when even that fails, the whole delivery goes back.
+                let queue = self.broker.topology().webhooks_queue();
+                publish(&self.broker, std::slice::from_ref(&task), &queue)
+                    .await
+                    .is_ok()
             }
         };
         self.settle(incoming, ok).await;

@@ -65,9 +65,13 @@ pub fn snapshot(e: &DispatchEvent) -> EventSnapshot {
     }
 }
 
-/// Publish tasks to the webhooks queue (default exchange), confirmed.
+/// Tasks packed into one AMQP message (the deliverer settles each on its
+/// own; see `Broker::subscribe`).
+const PACK: usize = 8;
+
+/// Publish tasks to `queue` (default exchange), packed, confirmed.
 pub async fn publish(broker: &Broker, tasks: &[WebhookTask], queue: &str) -> Result<(), String> {
-    let batch: Vec<Outgoing> = tasks
+    let each: Vec<Outgoing> = tasks
         .iter()
         .map(|t| Outgoing {
             exchange: String::new(),
@@ -76,6 +80,7 @@ pub async fn publish(broker: &Broker, tasks: &[WebhookTask], queue: &str) -> Res
             priority: 0,
         })
         .collect();
+    let batch = herald_actors::events::pack_all(each, PACK);
     for chunk in batch.chunks(500) {
         broker
             .publish_confirmed(chunk)

@@ -10,7 +10,17 @@
 //! new shared connection) with back-off and consumes again; deliveries not
 //! yet acknowledged are redelivered by RabbitMQ, so the consumer must be
 //! idempotent. The task ends when the receiving side is dropped.
+//!
+//! Packed deliveries: a body that is a JSON array (see [`crate::events::pack`])
+//! carries several messages. [`Broker::subscribe`] hands each element on
+//! as an [`Incoming`] of its own, which its holder settles as if it were
+//! alone; the AMQP message is acknowledged once every element is, and given
+//! back whole when any element is given back (its other elements are then
+//! redelivered too, which idempotent consumers absorb).
+//! [`Broker::subscribe_whole`] leaves such bodies as they are.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -34,27 +44,83 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// One delivery from a queue. Acknowledge it only after the next durable
-/// step. One dropped without being settled (its holder crashed or stopped)
-/// is given back to the queue at once, so nothing waits for a channel to
-/// close to be redelivered.
+/// One delivery from a queue (or one element of a packed delivery).
+/// Acknowledge it only after the next durable step. One dropped without
+/// being settled (its holder crashed or stopped) is given back to the queue
+/// at once, so nothing waits for a channel to close to be redelivered.
 pub struct Incoming {
     pub body: Vec<u8>,
     /// RabbitMQ delivered this before (to us or another consumer).
     pub redelivered: bool,
-    acker: Option<Acker>,
+    acker: Option<Settler>,
+}
+
+/// Who settles a delivery with RabbitMQ.
+enum Settler {
+    /// The whole AMQP message.
+    Whole(Acker),
+    /// One element of a packed AMQP message.
+    Part(Arc<Pack>),
+}
+
+/// A packed AMQP message being settled element by element.
+struct Pack {
+    acker: Mutex<Option<Acker>>,
+    /// Elements not settled yet.
+    left: AtomicUsize,
+    /// An element was given back: so is the whole message.
+    give_back: AtomicBool,
+}
+
+impl Pack {
+    /// One element settled; the last one settles the AMQP message.
+    async fn settle(&self, give_back: bool) -> Result<(), BrokerError> {
+        if give_back {
+            self.give_back.store(true, Ordering::SeqCst);
+        }
+        if self.left.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return Ok(());
+        }
+        let acker = self.acker.lock().expect("pack lock").take();
+        match acker {
+            Some(acker) if self.give_back.load(Ordering::SeqCst) => {
+                settle_with(acker.nack(requeue())).await
+            }
+            Some(acker) => settle_with(acker.ack(BasicAckOptions::default())).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Bounded by [`SETTLE_TIMEOUT`]: on a channel that died meanwhile the
+/// broker redelivers anyway.
+async fn settle_with<T>(
+    settling: impl std::future::Future<Output = Result<T, lapin::Error>>,
+) -> Result<(), BrokerError> {
+    tokio::time::timeout(SETTLE_TIMEOUT, settling)
+        .await
+        .map_err(|_| BrokerError::Timeout)??;
+    Ok(())
+}
+
+impl Settler {
+    async fn settle(self, give_back: bool) -> Result<(), BrokerError> {
+        match self {
+            Settler::Whole(acker) if give_back => settle_with(acker.nack(requeue())).await,
+            Settler::Whole(acker) => settle_with(acker.ack(BasicAckOptions::default())).await,
+            Settler::Part(pack) => pack.settle(give_back).await,
+        }
+    }
 }
 
 impl Incoming {
-    /// Done with it: RabbitMQ forgets it. Bounded by [`SETTLE_TIMEOUT`]: on
-    /// a channel that died meanwhile the broker redelivers it anyway.
+    /// Done with it: RabbitMQ forgets it (a packed one once all its
+    /// elements are done).
     pub async fn ack(mut self) -> Result<(), BrokerError> {
-        if let Some(acker) = self.acker.take() {
-            tokio::time::timeout(SETTLE_TIMEOUT, acker.ack(BasicAckOptions::default()))
-                .await
-                .map_err(|_| BrokerError::Timeout)??;
+        match self.acker.take() {
+            Some(settler) => settler.settle(false).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The next durable step, then the acknowledgement: publish `out`
@@ -74,14 +140,13 @@ impl Incoming {
         }
     }
 
-    /// Give it back to the queue, to be delivered again.
+    /// Give it back to the queue, to be delivered again (a packed one
+    /// whole, once all its elements are settled).
     pub async fn requeue(mut self) -> Result<(), BrokerError> {
-        if let Some(acker) = self.acker.take() {
-            tokio::time::timeout(SETTLE_TIMEOUT, acker.nack(requeue()))
-                .await
-                .map_err(|_| BrokerError::Timeout)??;
+        match self.acker.take() {
+            Some(settler) => settler.settle(true).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -94,14 +159,48 @@ fn requeue() -> BasicNackOptions {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        if let Some(acker) = self.acker.take() {
+        if let Some(settler) = self.acker.take() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    let _ = tokio::time::timeout(SETTLE_TIMEOUT, acker.nack(requeue())).await;
+                    let _ = settler.settle(true).await;
                 });
             }
         }
     }
+}
+
+/// The deliveries one AMQP message stands for: its elements when `split`
+/// and the body is a non-empty JSON array, else the message itself (a body
+/// that only looks like an array goes whole to its consumer, which refuses
+/// it as it would any unreadable payload).
+fn unpack(body: Vec<u8>, redelivered: bool, acker: Acker, split: bool) -> Vec<Incoming> {
+    let whole = |body, acker| {
+        vec![Incoming {
+            body,
+            redelivered,
+            acker: Some(Settler::Whole(acker)),
+        }]
+    };
+    if !split || body.first() != Some(&b'[') {
+        return whole(body, acker);
+    }
+    let elements = match serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(&body) {
+        Ok(elements) if !elements.is_empty() => elements,
+        _ => return whole(body, acker),
+    };
+    let pack = Arc::new(Pack {
+        acker: Mutex::new(Some(acker)),
+        left: AtomicUsize::new(elements.len()),
+        give_back: AtomicBool::new(false),
+    });
+    elements
+        .into_iter()
+        .map(|raw| Incoming {
+            body: raw.get().as_bytes().to_vec(),
+            redelivered,
+            acker: Some(Settler::Part(pack.clone())),
+        })
+        .collect()
 }
 
 impl Broker {
@@ -125,10 +224,20 @@ impl Broker {
         Ok(channel)
     }
 
-    /// Consume `queue` with at most `prefetch` unacknowledged deliveries,
-    /// reconnecting as needed. The queue must exist (declared with the
-    /// topology or by its owner).
+    /// Consume `queue` with at most `prefetch` unacknowledged AMQP messages,
+    /// reconnecting as needed, packed ones split into their elements. The
+    /// queue must exist (declared with the topology or by its owner).
     pub fn subscribe(&self, queue: String, prefetch: u16) -> mpsc::Receiver<Incoming> {
+        self.consume(queue, prefetch, true)
+    }
+
+    /// As [`Broker::subscribe`], every AMQP message whole (the consumer
+    /// reads packed bodies itself).
+    pub fn subscribe_whole(&self, queue: String, prefetch: u16) -> mpsc::Receiver<Incoming> {
+        self.consume(queue, prefetch, false)
+    }
+
+    fn consume(&self, queue: String, prefetch: u16, split: bool) -> mpsc::Receiver<Incoming> {
         let (tx, rx) = mpsc::channel(usize::from(prefetch.max(1)));
         let broker = self.clone();
         tokio::spawn(async move {
@@ -137,7 +246,10 @@ impl Broker {
                 if tx.is_closed() {
                     return;
                 }
-                match broker.consume_until_lost(&queue, prefetch, &tx).await {
+                match broker
+                    .consume_until_lost(&queue, prefetch, split, &tx)
+                    .await
+                {
                     Ok(()) => return, // receiver gone
                     Err(e) => {
                         tracing::warn!(target: "herald::broker", %queue, error = %e,
@@ -155,6 +267,7 @@ impl Broker {
         &self,
         queue: &str,
         prefetch: u16,
+        split: bool,
         tx: &mpsc::Sender<Incoming>,
     ) -> Result<(), BrokerError> {
         let channel = self.consuming_channel().await?;
@@ -190,14 +303,11 @@ impl Broker {
                     return Ok(());
                 }
             };
-            let incoming = Incoming {
-                body: delivery.data,
-                redelivered: delivery.redelivered,
-                acker: Some(delivery.acker),
-            };
-            if tx.send(incoming).await.is_err() {
-                let _ = channel.close(200, "consumer stopped".into()).await;
-                return Ok(());
+            for incoming in unpack(delivery.data, delivery.redelivered, delivery.acker, split) {
+                if tx.send(incoming).await.is_err() {
+                    let _ = channel.close(200, "consumer stopped".into()).await;
+                    return Ok(());
+                }
             }
         }
         Err(BrokerError::Unreachable("consumer stream ended".into()))
