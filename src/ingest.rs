@@ -5,8 +5,10 @@
 //! waiting into a batch (up to `accept.max_batch`) and writes it with one
 //! statement; at most `accept.concurrent_flushes` statements run at once.
 //! Under light load a request is written alone at once; under heavy load
-//! requests queue behind running flushes and share the next one, so the
-//! database sees few large statements instead of many small ones.
+//! requests queue behind running flushes and share the next one, and a
+//! small batch started while others are running waits up to a millisecond
+//! for more, so the database sees few large statements instead of many
+//! small ones.
 //!
 //! After a batch commits, its new messages go to the outbox relay to be
 //! published. On shutdown the collector finishes what it holds, waits for
@@ -25,6 +27,11 @@ use crate::telemetry;
 
 /// Outcome of accepting one message.
 pub type Accepted = Result<Inserted, StoreError>;
+
+/// A batch smaller than this waits up to [`LINGER`] for more while other
+/// flushes are running.
+const LINGER_BELOW: usize = 16;
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 struct Job {
     message: MessageRecord,
@@ -128,6 +135,19 @@ async fn collect(
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
+            }
+        }
+        // Other flushes running: the database is busy, so a moment's wait
+        // for more costs little latency and saves statements and commits.
+        // Idle, a request is written at once.
+        let others_running = permits.available_permits() + 1 < concurrent_flushes;
+        if !stopping && others_running && batch.len() < LINGER_BELOW {
+            let deadline = tokio::time::Instant::now() + LINGER;
+            while batch.len() < max_batch {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    _ => break,
+                }
             }
         }
         let store = store.clone();

@@ -284,9 +284,16 @@ impl Store {
                     .collect();
                 let rows = tx
                     .query(
-                        "SELECT carrier, carrier_ref, message_id, part, state, error_code \
-                         FROM message_parts WHERE message_id = ANY($1) \
-                         ORDER BY message_id, part, created_at",
+                        // One index lookup per id (the `OFFSET 0` keeps the
+                        // planner from turning it into a join): without
+                        // statistics yet (a young table) it takes `= ANY` or a
+                        // join for thousands of rows and scans the whole table.
+                        "SELECT p.carrier, p.carrier_ref, p.message_id, p.part, p.state, \
+                                p.error_code \
+                         FROM unnest($1::text[]) AS k(id) \
+                         CROSS JOIN LATERAL (SELECT * FROM message_parts \
+                                             WHERE message_id = k.id OFFSET 0) p \
+                         ORDER BY p.message_id, p.part, p.created_at",
                         &[&message_ids],
                     )
                     .await?;
