@@ -10,10 +10,13 @@ CREATE TABLE outbox (
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- Messages committed but not yet published when this runs wait here.
+-- Messages committed but not yet published when this runs wait here, 500
+-- to a batch (the sweep publishes whole batches).
 INSERT INTO outbox (message_ids, created_at)
 SELECT array_agg(id ORDER BY created_at), min(created_at)
-FROM messages WHERE published_at IS NULL
-HAVING count(*) > 0;
+FROM (SELECT id, created_at, (row_number() OVER (ORDER BY created_at, id) - 1) / 500 AS n
+      FROM messages WHERE published_at IS NULL) waiting
+GROUP BY n
+ORDER BY n;
 
 DROP INDEX messages_unpublished;

@@ -11,7 +11,7 @@
 //! to it is done, so an actor that stops does not cut its moves short.
 
 use futures::future::join_all;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::broker::{Broker, Incoming, Outgoing};
 use crate::events;
@@ -23,8 +23,8 @@ const BATCH_MAX: usize = 512;
 struct Move {
     incoming: Incoming,
     out: Outgoing,
-    /// Held until the move is done (a share of a tenant's flow, say).
-    keep: Option<Box<dyn Send>>,
+    /// Held until the move is done (a share of a tenant's flow).
+    keep: Option<OwnedSemaphorePermit>,
 }
 
 /// A handle on one courier task. Moves are done in the order given.
@@ -42,7 +42,7 @@ impl Courier {
     }
 
     /// Publish `out`, then acknowledge `incoming`; drop `keep` after.
-    pub fn send(&self, incoming: Incoming, out: Outgoing, keep: Option<Box<dyn Send>>) {
+    pub fn send(&self, incoming: Incoming, out: Outgoing, keep: Option<OwnedSemaphorePermit>) {
         // The task outlives every handle, so this cannot fail; if it did,
         // the dropped delivery would go back to its queue.
         let _ = self.tx.send(Move {

@@ -243,10 +243,9 @@ impl RouteActor {
             }
         };
         // The tenant's share frees up once the message is on its way.
-        let keep = share.map(|s| Box::new(s) as Box<dyn Send>);
         self.courier
             .get_or_insert_with(|| Courier::start(self.broker.clone(), "route", CARRIER_PACK))
-            .send(incoming, out, keep);
+            .send(incoming, out, share);
     }
 }
 

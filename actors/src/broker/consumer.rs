@@ -83,31 +83,29 @@ impl Pack {
         }
         let acker = self.acker.lock().expect("pack lock").take();
         match acker {
-            Some(acker) if self.give_back.load(Ordering::SeqCst) => {
-                settle_with(acker.nack(requeue())).await
-            }
-            Some(acker) => settle_with(acker.ack(BasicAckOptions::default())).await,
+            Some(acker) => finish(acker, self.give_back.load(Ordering::SeqCst)).await,
             None => Ok(()),
         }
     }
 }
 
-/// Bounded by [`SETTLE_TIMEOUT`]: on a channel that died meanwhile the
-/// broker redelivers anyway.
-async fn settle_with<T>(
-    settling: impl std::future::Future<Output = Result<T, lapin::Error>>,
-) -> Result<(), BrokerError> {
-    tokio::time::timeout(SETTLE_TIMEOUT, settling)
-        .await
-        .map_err(|_| BrokerError::Timeout)??;
+/// Acknowledge an AMQP message, or give it back. Bounded by
+/// [`SETTLE_TIMEOUT`]: on a channel that died meanwhile the broker
+/// redelivers it anyway.
+async fn finish(acker: Acker, give_back: bool) -> Result<(), BrokerError> {
+    let settled = if give_back {
+        tokio::time::timeout(SETTLE_TIMEOUT, acker.nack(requeue())).await
+    } else {
+        tokio::time::timeout(SETTLE_TIMEOUT, acker.ack(BasicAckOptions::default())).await
+    };
+    settled.map_err(|_| BrokerError::Timeout)??;
     Ok(())
 }
 
 impl Settler {
     async fn settle(self, give_back: bool) -> Result<(), BrokerError> {
         match self {
-            Settler::Whole(acker) if give_back => settle_with(acker.nack(requeue())).await,
-            Settler::Whole(acker) => settle_with(acker.ack(BasicAckOptions::default())).await,
+            Settler::Whole(acker) => finish(acker, give_back).await,
             Settler::Part(pack) => pack.settle(give_back).await,
         }
     }
