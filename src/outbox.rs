@@ -6,7 +6,8 @@
 //! so they never race inside a node:
 //! - fast: right after its batch commits, the ingest collector hands it here
 //!   and it is published at once (confirms awaited, several messages of a
-//!   shard to an AMQP message), then its outbox row is deleted.
+//!   shard to an AMQP message); its outbox row is deleted with the others
+//!   confirmed in the same 50 ms.
 //!   The hand-off is bounded: when this relay is behind, what does not fit
 //!   is left to the sweep, so a burst costs no memory;
 //! - sweep: every `outbox.sweep_interval_ms`, outbox rows older than
@@ -78,22 +79,65 @@ async fn run(
 ) {
     let mut sweep = tokio::time::interval(config.sweep_interval);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut mark = tokio::time::interval(MARK_EVERY);
+    mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Outbox rows whose messages RabbitMQ confirmed, not yet deleted.
+    let mut confirmed: Vec<i64> = Vec::new();
     loop {
         tokio::select! {
             batch = inbox.recv() => match batch {
-                Some(first) => fast_path(&store, &broker, &config, first, &mut inbox).await,
+                Some(first) => {
+                    fast_path(&broker, &config, first, &mut inbox, &mut confirmed).await;
+                    if confirmed.len() >= MARK_AT_ONCE {
+                        mark_published(&store, &mut confirmed).await;
+                    }
+                }
                 None => break,
             },
-            _ = sweep.tick() => sweep_once(&store, &broker, &config).await,
+            _ = mark.tick(), if !confirmed.is_empty() => mark_published(&store, &mut confirmed).await,
+            _ = sweep.tick() => {
+                // Confirmed rows go first, so the sweep never claims them.
+                mark_published(&store, &mut confirmed).await;
+                sweep_once(&store, &broker, &config).await;
+            }
             _ = &mut stop => {
                 // Drain until the ingest collector closes the inbox.
                 while let Some(batch) = inbox.recv().await {
-                    fast_path(&store, &broker, &config, batch, &mut inbox).await;
+                    fast_path(&broker, &config, batch, &mut inbox, &mut confirmed).await;
                 }
                 break;
             }
         }
     }
+    mark_published(&store, &mut confirmed).await;
+}
+
+/// Confirmed outbox rows are deleted together, at most this long after
+/// their confirm: one statement (and one commit) for every group-commit
+/// batch confirmed meanwhile instead of one each. A row left behind by a
+/// crash in between is published again by the sweep, and the idempotent
+/// steps downstream absorb the repeat.
+const MARK_EVERY: Duration = Duration::from_millis(50);
+
+/// Or as soon as this many are waiting.
+const MARK_AT_ONCE: usize = 256;
+
+/// Delete the confirmed outbox rows, retrying a few times; what still fails
+/// is left to the sweep.
+async fn mark_published(store: &Store, confirmed: &mut Vec<i64>) {
+    if confirmed.is_empty() {
+        return;
+    }
+    let mut attempt = 0;
+    while let Err(e) = store.mark_published(confirmed).await {
+        attempt += 1;
+        if attempt == MARK_ATTEMPTS {
+            tracing::warn!(error = %e, "could not mark messages published");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+    }
+    confirmed.clear();
 }
 
 /// Tries at recording a confirmed publish before leaving it to the sweep.
@@ -103,11 +147,11 @@ const MARK_ATTEMPTS: u64 = 5;
 const FAST_BATCH: usize = 2000;
 
 async fn fast_path(
-    store: &Store,
     broker: &Broker,
     config: &RelayConfig,
     first: Committed,
     inbox: &mut mpsc::Receiver<Committed>,
+    confirmed: &mut Vec<i64>,
 ) {
     let mut batches = vec![first];
     let mut n = batches[0].messages.len();
@@ -137,18 +181,7 @@ async fn fast_path(
     let outgoing = to_outgoing(broker.topology(), messages.iter().copied());
     match broker.publish_confirmed(&outgoing).await {
         Ok(()) => {
-            let ids: Vec<i64> = batches.iter().map(|b| b.batch).collect();
-            let mut attempt = 0;
-            while let Err(e) = store.mark_published(&ids).await {
-                attempt += 1;
-                if attempt == MARK_ATTEMPTS {
-                    // A later sweep publishes them again: a duplicate that
-                    // consumers absorb (they are idempotent on message ids).
-                    tracing::warn!(error = %e, "could not mark messages published");
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-            }
+            confirmed.extend(batches.iter().map(|b| b.batch));
             telemetry::outbox_published("fast", messages.len());
         }
         Err(e) => telemetry::broker_publish_failed(messages.len(), &e),
