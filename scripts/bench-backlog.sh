@@ -8,7 +8,8 @@
 # database, broker and Redis prefixes, ports 28080/22775/28775), pauses the
 # carrier, then sends with herald-loadtest until BACKLOG_STEPS messages are
 # waiting (default "1000 10000 100000 1000000"), and after each step, once
-# the flow has settled, prints Herald's RSS, the carrier queue's depth and
+# the flow has settled, prints Herald's RSS, the carrier queue's depth (AMQP
+# messages, up to 16 SMS each) and
 # the messages stored. Settings: BACKLOG_STEPS, BACKLOG_RATE (msg/s, default
 # 3000), BACKLOG_SKIP_BUILD=1, BACKLOG_OUT (results directory).
 set -euo pipefail
@@ -99,14 +100,26 @@ depth() {
     python3 -c 'import json,sys; print(json.load(sys.stdin)["queue_depths"].get("held", 0))'
 }
 stored() { psql -h 127.0.0.1 -U postgres -d "$NAME" -Atc "SELECT count(*) FROM messages"; }
-settle() { # until every stored message is in the carrier's queue (or 10 minutes)
+# The carrier queue holds up to 16 messages per AMQP message (the route
+# packs them), so its depth is not a count of messages: the flow has settled
+# when the outbox is empty, the ingress queues are empty and the carrier
+# queue's depth holds still (or after 10 minutes).
+outboxed() { psql -h 127.0.0.1 -U postgres -d "$NAME" -Atc "SELECT count(*) FROM outbox"; }
+ingress() {
+  rabbitmqctl -q list_queues name messages 2>/dev/null |
+    awk -v p="$NAME.ingress." 'index($1, p) == 1 { n += $2 } END { print n + 0 }'
+}
+settle() {
+  local last=-1 now
   for _ in $(seq 1 200); do
-    [ "$(depth)" -ge "$(stored)" ] && return
+    now=$(depth)
+    [ "$(outboxed)" -eq 0 ] && [ "$(ingress)" -eq 0 ] && [ "$now" -eq "$last" ] && return
+    last=$now
     sleep 3
   done
 }
 
-printf '%-10s %12s %12s %10s %14s\n' waiting queue_depth stored rss_mb accepted/s | tee "$OUT/summary.txt"
+printf '%-10s %12s %12s %10s %14s\n' waiting amqp_depth stored rss_mb accepted/s | tee "$OUT/summary.txt"
 printf '%-10s %12s %12s %10s %14s\n' 0 "$(depth)" 0 "$(rss_mb)" - | tee -a "$OUT/summary.txt"
 sent=0
 for step in $STEPS; do
