@@ -15,22 +15,19 @@ use serde_json::Value;
 
 /// Send `n` messages with bodies `"{tag} {i}"`, `concurrency` at a time.
 async fn send_many(herald: &Herald, key: &str, tag: &str, n: usize, to: &str) -> Vec<String> {
-    let mut ids = Vec::with_capacity(n);
-    let concurrency = 64;
-    let mut i = 0;
-    while i < n {
-        let batch: Vec<_> = (i..(i + concurrency).min(n))
-            .map(|j| {
-                let url = herald.url.clone();
-                let key = key.to_owned();
-                let body = sms(to, &format!("{tag} {j}"));
-                async move { accepted_id(post_message(&url, &key, &body).await).await }
-            })
-            .collect();
-        ids.extend(futures::future::join_all(batch).await);
-        i += concurrency;
-    }
-    ids
+    use futures::StreamExt;
+    // 64 requests in flight at all times (not in rounds of 64 waiting for
+    // the slowest), in order.
+    futures::stream::iter(0..n)
+        .map(|j| {
+            let url = herald.url.clone();
+            let key = key.to_owned();
+            let body = sms(to, &format!("{tag} {j}"));
+            async move { accepted_id(post_message(&url, &key, &body).await).await }
+        })
+        .buffered(64)
+        .collect()
+        .await
 }
 
 /// An SMSC simulator, an environment whose one carrier `sim` (route `rw`
