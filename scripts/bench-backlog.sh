@@ -12,6 +12,11 @@
 # messages, up to 16 SMS each) and
 # the messages stored. Settings: BACKLOG_STEPS, BACKLOG_RATE (msg/s, default
 # 3000), BACKLOG_SKIP_BUILD=1, BACKLOG_OUT (results directory).
+#
+# BACKLOG_HEAP_PROFILE=1: Herald built with `--features heap-profile`
+# (jemalloc's sampling profiler instead of mimalloc) writes a heap profile
+# after each step ($OUT/heap.*.heap); compare two with
+# `jeprof --text --base=A B` (Debian: libjemalloc-dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +37,18 @@ scripts/services.sh
 if [ -z "${BACKLOG_SKIP_BUILD:-}" ]; then
   say "building release binaries"
   cargo build --release -p herald -p herald-loadtest
+fi
+if [ -n "${BACKLOG_HEAP_PROFILE:-}" ]; then
+  say "building Herald with the heap profiler"
+  mkdir -p "$OUT/bin"
+  cp "$BIN/herald-loadtest" "$OUT/bin/"
+  cargo build --release -p herald --features heap-profile
+  cp "$BIN/herald" "$OUT/bin/"
+  # Back to the default build, so $BIN holds what it held.
+  cargo build --release -p herald
+  BIN=$OUT/bin
+  # A sample every 128 KiB allocated on average.
+  export _RJEM_MALLOC_CONF="prof:true,lg_prof_sample:17,prof_prefix:$OUT/heap"
 fi
 
 PIDS=()
@@ -94,6 +111,14 @@ curl -fs -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/actors" | grep -q '"pa
   { say "could not pause the carrier; see $OUT/herald.log"; exit 1; }
 key=$(new_tenant backlog sms 1000000)
 
+# heap_dump STEP: with BACKLOG_HEAP_PROFILE, Herald's heap profile now, as
+# $OUT/step-STEP.heap.
+heap_dump() {
+  [ -n "${BACKLOG_HEAP_PROFILE:-}" ] || return 0
+  kill -USR2 "$HERALD_PID"
+  sleep 2
+  cp "$(ls -t "$OUT"/heap.*.heap | head -1)" "$OUT/step-$1.heap"
+}
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$HERALD_PID/status"; }
 depth() {
   curl -fs -H "Authorization: Bearer $ADMIN" "$URL/v1/admin/actors" |
@@ -121,6 +146,13 @@ settle() {
 
 printf '%-10s %12s %12s %10s %14s\n' waiting amqp_depth stored rss_mb accepted/s | tee "$OUT/summary.txt"
 printf '%-10s %12s %12s %10s %14s\n' 0 "$(depth)" 0 "$(rss_mb)" - | tee -a "$OUT/summary.txt"
+heap_dump 0
+# Herald's RSS every 5 s, for the plot of memory over the run.
+(while kill -0 "$HERALD_PID" 2>/dev/null; do
+  echo "$(date +%s) $(rss_mb)"
+  sleep 5
+done >"$OUT/rss.txt") &
+PIDS+=($!)
 sent=0
 for step in $STEPS; do
   n=$((step - sent))
@@ -133,6 +165,7 @@ for step in $STEPS; do
   per_s=$(python3 -c "import json; print(round(json.load(open('$OUT/step-$step.json'))['accepted_per_s']))")
   sent=$((sent + accepted))
   settle
+  heap_dump "$step"
   printf '%-10s %12s %12s %10s %14s\n' "$sent" "$(depth)" "$(stored)" "$(rss_mb)" "$per_s" | tee -a "$OUT/summary.txt"
 done
 say "results in $OUT"

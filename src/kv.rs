@@ -47,6 +47,15 @@ pub struct RateDecision {
     pub retry_after_ms: u64,
 }
 
+/// What [`Kv::admit`] decided for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The idempotency key was seen before: this response is remembered.
+    Replay(RememberedResponse),
+    /// A new request, with the rate limit's decision.
+    Rate(RateDecision),
+}
+
 /// The response remembered for an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RememberedResponse {
@@ -58,7 +67,10 @@ pub struct RememberedResponse {
 
 /// GCRA: one theoretical arrival time (TAT) per key, in milliseconds.
 /// ARGV: emission interval (ms per request), burst (requests), now from TIME.
-const GCRA: &str = r"
+/// Returns `{allowed, remaining, reset_ms, retry_after_ms}`.
+macro_rules! gcra {
+    () => {
+        r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[1])
@@ -75,7 +87,24 @@ end
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
 local remaining = math.floor((tolerance - (new_tat - now)) / interval)
 return {1, remaining, math.ceil(new_tat - now), 0}
-";
+"
+    };
+}
+const GCRA: &str = gcra!();
+
+/// The accept path's one round trip: the response remembered under the
+/// idempotency key `KEYS[2]` when there is one (`{2, 0, 0, 0, response}`: a
+/// replay, answered before the rate limit), else GCRA on `KEYS[1]` as above
+/// (four integers).
+const ADMIT: &str = concat!(
+    r"
+if KEYS[2] then
+  local remembered = redis.call('GET', KEYS[2])
+  if remembered then return {2, 0, 0, 0, remembered} end
+end
+",
+    gcra!()
+);
 
 /// Take a lease, or extend it when the holder already has it.
 const LEASE_ACQUIRE: &str = r"
@@ -108,12 +137,24 @@ return 0
 
 /// Scripts are hashed once; Redis runs them by SHA (EVALSHA).
 static GCRA_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA));
+static ADMIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADMIT));
 static LEASE_ACQUIRE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(LEASE_ACQUIRE));
 static LEASE_RENEW_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(LEASE_RENEW));
 static LEASE_RELEASE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(LEASE_RELEASE));
+
+/// GCRA's answer as a [`RateDecision`].
+fn decision(rate: f64, allowed: i64, remaining: i64, reset: i64, retry: i64) -> RateDecision {
+    RateDecision {
+        allowed: allowed == 1,
+        limit: rate.round().max(1.0) as u64,
+        remaining: remaining.max(0) as u64,
+        reset_ms: reset.max(0) as u64,
+        retry_after_ms: retry.max(0) as u64,
+    }
+}
 
 /// A handle on Redis. Cheap to clone.
 #[derive(Clone)]
@@ -211,13 +252,55 @@ impl Kv {
             tokio::time::timeout(self.timeout, invocation.invoke_async(&mut c))
                 .await
                 .map_err(|_| KvError::Unavailable("timed out".into()))??;
-        Ok(RateDecision {
-            allowed: allowed == 1,
-            limit: rate.round().max(1.0) as u64,
-            remaining: remaining.max(0) as u64,
-            reset_ms: reset.max(0) as u64,
-            retry_after_ms: retry.max(0) as u64,
-        })
+        Ok(decision(rate, allowed, remaining, reset, retry))
+    }
+
+    /// One round trip for a new request: the response remembered under the
+    /// tenant's idempotency key `key` if there is one, else one request
+    /// taken from the tenant's budget (as [`Kv::rate_limit`]).
+    pub async fn admit(
+        &self,
+        tenant: &str,
+        key: Option<&str>,
+        rate: f64,
+        burst: f64,
+    ) -> Result<Admission, KvError> {
+        let interval = 1000.0 / rate.max(0.001);
+        let burst = burst.max(1.0);
+        let mut c = self.conn().await?;
+        let mut invocation = ADMIT_SCRIPT.key(self.key(&["rl", tenant]));
+        if let Some(key) = key {
+            invocation.key(self.key(&["idem", tenant, key]));
+        }
+        invocation.arg(interval).arg(burst);
+        let answer: Vec<redis::Value> =
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut c))
+                .await
+                .map_err(|_| KvError::Unavailable("timed out".into()))??;
+        let int = |i: usize| -> Result<i64, KvError> {
+            let v = answer
+                .get(i)
+                .ok_or_else(|| KvError::Protocol("short answer".into()))?;
+            redis::from_redis_value_ref(v).map_err(|e| KvError::Protocol(e.to_string()))
+        };
+        if int(0)? == 2 {
+            let raw: String = answer
+                .get(4)
+                .map(redis::from_redis_value_ref)
+                .transpose()
+                .map_err(|e| KvError::Protocol(e.to_string()))?
+                .ok_or_else(|| KvError::Protocol("replay without a response".into()))?;
+            let remembered =
+                serde_json::from_str(&raw).map_err(|e| KvError::Protocol(e.to_string()))?;
+            return Ok(Admission::Replay(remembered));
+        }
+        Ok(Admission::Rate(decision(
+            rate,
+            int(0)?,
+            int(1)?,
+            int(2)?,
+            int(3)?,
+        )))
     }
 
     /// The response remembered under a tenant's idempotency key.

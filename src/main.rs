@@ -12,8 +12,15 @@ use std::process::ExitCode;
 /// mimalloc rather than glibc's malloc: Herald allocates small, short-lived
 /// buffers across many threads (AMQP frames, JSON, HTTP), where glibc spent
 /// a fifth of Herald's CPU in malloc/free (BENCHMARKS.md).
+#[cfg(not(feature = "heap-profile"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// jemalloc, for its heap profiler (`--features heap-profile`; profiling is
+/// switched on at run time with `_RJEM_MALLOC_CONF=prof:true,…`).
+#[cfg(feature = "heap-profile")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use clap::{Parser, Subcommand};
 use herald::config::Config;
@@ -120,6 +127,8 @@ fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
+            #[cfg(feature = "heap-profile")]
+            actix_web::rt::spawn(heap_dump_on_sigusr2());
             herald::app::serve(config).await?;
         }
         Command::Migrate => {
@@ -269,6 +278,29 @@ mod sim {
                 eprintln!("herald sim: {e}");
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+/// With `--features heap-profile`: each SIGUSR2 writes a jemalloc heap
+/// profile (to `prof_prefix` of `_RJEM_MALLOC_CONF`), read with `jeprof`.
+#[cfg(feature = "heap-profile")]
+async fn heap_dump_on_sigusr2() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+        return;
+    };
+    while usr2.recv().await.is_some() {
+        // SAFETY: `prof.dump` takes a C string or null (null: the default
+        // file name under `prof_prefix`).
+        let r = unsafe {
+            tikv_jemalloc_ctl::raw::write::<*const std::ffi::c_char>(
+                b"prof.dump\0",
+                std::ptr::null(),
+            )
+        };
+        if let Err(e) = r {
+            eprintln!("herald: heap profile not written: {e}");
         }
     }
 }

@@ -418,6 +418,56 @@ async fn the_tenant_rate_limit_answers_429_with_headers() {
 }
 
 #[tokio::test]
+async fn a_replay_is_answered_even_over_the_rate_limit() {
+    let env = TestEnv::new();
+    // 1 message/s with a 2 s burst: two new messages use the budget up.
+    let (_, key) = env.create_tenant("retrying", &["--rate", "1"]);
+    let herald = env.start();
+    let send = |idem: &'static str, body: &'static str| {
+        let url = herald.url.clone();
+        let key = key.clone();
+        async move {
+            client()
+                .post(format!("{url}/v1/messages"))
+                .bearer_auth(key)
+                .header("idempotency-key", idem)
+                .json(&sms("+250788123456", body))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = send("pay-1", "one").await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    // The remembered answer is written after the response: wait for it.
+    let redis = redis::Client::open(common::REDIS).unwrap();
+    let mut c = redis.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..100 {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:idem:*", env.name))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(send("pay-2", "two").await.status(), 202);
+    assert_eq!(send("pay-3", "three").await.status(), 429, "over the limit");
+
+    let again = send("pay-1", "one").await;
+    assert_eq!(again.status(), 202, "a replay costs nothing");
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first, "the remembered answer");
+    assert_eq!(send("pay-1", "other").await.status(), 409);
+    let count = common::count(&env, "SELECT count(*) FROM messages").await;
+    assert_eq!(count, 2);
+}
+
+#[tokio::test]
 async fn concurrent_sends_share_group_commits() {
     let env = TestEnv::new();
     let (_, key) = env.create_tenant("busy", &["--rate", "100000"]);

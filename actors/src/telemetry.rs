@@ -66,6 +66,11 @@ pub fn poison(queue_kind: &'static str, reason: &str) {
     );
 }
 
+/// AMQP messages confirmed by the broker, by exchange.
+pub fn published(exchange: &str, n: u64) {
+    counter!("herald_broker_published_total", "exchange" => exchange.to_owned()).increment(n);
+}
+
 /// A publish from an actor failed; the delivery goes back to its queue.
 pub fn publish_failed(what: &'static str, error: &dyn std::fmt::Display) {
     counter!("herald_actor_publish_failures_total", "what" => what).increment(1);

@@ -238,8 +238,13 @@ impl Broker {
         )
         .await
         .unwrap_or(Err(BrokerError::Timeout));
-        if result.is_err() {
-            self.invalidate().await;
+        match &result {
+            Ok(()) => {
+                for run in batch.chunk_by(|a, b| a.exchange == b.exchange) {
+                    crate::telemetry::published(&run[0].exchange, run.len() as u64);
+                }
+            }
+            Err(_) => self.invalidate().await,
         }
         result
     }

@@ -22,7 +22,7 @@ use super::send::{validate, SendRequest};
 use crate::api::auth::Authenticated;
 use crate::api::error::{rate_limit_headers, ApiError};
 use crate::api::{bounded, from_json, read_json, AppState};
-use crate::kv::RememberedResponse;
+use crate::kv::{Admission, RememberedResponse};
 use crate::message::{EventRecord, MessageRecord, MessageStatus};
 use crate::store::messages::{Inserted, MessageFilter};
 use crate::telemetry;
@@ -56,48 +56,97 @@ pub struct Api;
 
 /// The JSON shape of a message.
 pub fn view(m: &MessageRecord) -> Value {
-    let mut v = json!({
-        "id": m.id,
-        "status": m.status,
-        "channel": m.channel,
-        "to": m.to,
-        "from": m.from,
-        "segments": m.segments,
-        "encoding": m.encoding,
-        "priority": m.priority,
-        "callback_url": m.callback_url,
-        "validity_seconds": m.validity_seconds,
-        "expires_at": m.expires_at,
-        "scheduled_at": m.scheduled_at,
-        "metadata": m.metadata,
-        "carrier": m.carrier,
-        "carrier_ref": m.carrier_ref,
-        "created_at": m.created_at,
-        "updated_at": m.updated_at,
-    });
-    let obj = v.as_object_mut().expect("literal object");
-    match &m.content {
-        Content::Text { body } => {
-            obj.insert("body".into(), json!(body));
+    serde_json::to_value(MessageView::of(m)).expect("a message view serialises")
+}
+
+/// [`view`] as JSON text, without the intermediate `Value` (the accept
+/// path's answer).
+pub fn view_string(m: &MessageRecord) -> String {
+    serde_json::to_string(&MessageView::of(m)).expect("a message view serialises")
+}
+
+/// A message as the API shows it. Fields in alphabetical order, as a JSON
+/// object built with `json!` prints them; exactly one of `audio_url`,
+/// `body`, `say` and `template` is present.
+#[derive(serde::Serialize)]
+struct MessageView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audio_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    callback_url: &'a Option<String>,
+    carrier: &'a Option<String>,
+    carrier_ref: &'a Option<String>,
+    channel: Channel,
+    created_at: DateTime<Utc>,
+    encoding: &'a Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+    from: &'a str,
+    id: &'a MessageId,
+    metadata: &'a serde_json::Map<String, Value>,
+    priority: herald_actors::payload::Priority,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    say: Option<&'a str>,
+    scheduled_at: Option<DateTime<Utc>>,
+    segments: u32,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<TemplateView<'a>>,
+    to: &'a str,
+    updated_at: DateTime<Utc>,
+    validity_seconds: Option<i32>,
+}
+
+#[derive(serde::Serialize)]
+struct TemplateView<'a> {
+    language: &'a str,
+    name: &'a str,
+    params: &'a [String],
+}
+
+impl<'a> MessageView<'a> {
+    fn of(m: &'a MessageRecord) -> Self {
+        let mut v = MessageView {
+            audio_url: None,
+            body: None,
+            callback_url: &m.callback_url,
+            carrier: &m.carrier,
+            carrier_ref: &m.carrier_ref,
+            channel: m.channel,
+            created_at: m.created_at,
+            encoding: &m.encoding,
+            expires_at: m.expires_at,
+            from: &m.from,
+            id: &m.id,
+            metadata: &m.metadata,
+            priority: m.priority,
+            say: None,
+            scheduled_at: m.scheduled_at,
+            segments: m.segments,
+            status: &m.status,
+            template: None,
+            to: &m.to,
+            updated_at: m.updated_at,
+            validity_seconds: m.validity_seconds,
+        };
+        match &m.content {
+            Content::Text { body } => v.body = Some(body),
+            Content::Template {
+                name,
+                language,
+                params,
+            } => {
+                v.template = Some(TemplateView {
+                    language,
+                    name,
+                    params,
+                })
+            }
+            Content::Say { text } => v.say = Some(text),
+            Content::Audio { url } => v.audio_url = Some(url),
         }
-        Content::Template {
-            name,
-            language,
-            params,
-        } => {
-            obj.insert(
-                "template".into(),
-                json!({"name": name, "language": language, "params": params}),
-            );
-        }
-        Content::Say { text } => {
-            obj.insert("say".into(), json!(text));
-        }
-        Content::Audio { url } => {
-            obj.insert("audio_url".into(), json!(url));
-        }
+        v
     }
-    v
 }
 
 fn event_view(e: &EventRecord) -> Value {
@@ -256,28 +305,24 @@ async fn create_inner(
     let now = Utc::now().trunc_subsecs(6);
     let mut message = validate(send, tenant, &state.config.limits, now)?;
 
-    // A replay is answered before the rate limit: retrying is free.
-    if let Some(key) = &key {
-        match state.kv.idempotency_get(tenant.id.as_str(), key).await {
-            Ok(Some(remembered)) if remembered.request_hash == hash => {
-                return Ok(replay(remembered.status, remembered.body, None));
-            }
-            Ok(Some(_)) => return Err(conflict()),
-            Ok(None) => {}
-            Err(e) => telemetry::redis_error("idempotency_get", &e),
-        }
-    }
-
+    // One round trip to Redis: a replay is answered before the rate limit
+    // (retrying is free), a new request takes one from the tenant's budget.
+    // Without Redis, PostgreSQL's unique index still finds replays and
+    // traffic goes through unthrottled.
     let burst = tenant.rate_limit * state.config.limits.burst_seconds;
     let decision = match state
         .kv
-        .rate_limit(tenant.id.as_str(), tenant.rate_limit, burst)
+        .admit(tenant.id.as_str(), key.as_deref(), tenant.rate_limit, burst)
         .await
     {
-        Ok(d) if !d.allowed => return Err(ApiError::rate_limited(&d)),
-        Ok(d) => Some(d),
+        Ok(Admission::Replay(remembered)) if remembered.request_hash == hash => {
+            return Ok(replay(remembered.status, remembered.body, None));
+        }
+        Ok(Admission::Replay(_)) => return Err(conflict()),
+        Ok(Admission::Rate(d)) if !d.allowed => return Err(ApiError::rate_limited(&d)),
+        Ok(Admission::Rate(d)) => Some(d),
         Err(e) => {
-            telemetry::redis_error("rate_limit", &e);
+            telemetry::redis_error("admit", &e);
             None
         }
     };
@@ -295,21 +340,26 @@ async fn create_inner(
             (*existing, true)
         }
     };
-    let body = view(&record).to_string();
-    if let Some(key) = &key {
+    let body = view_string(&record);
+    if let Some(key) = key {
+        // Remembered after the answer, off its path: a replay that comes
+        // first is found by PostgreSQL's unique index instead.
         let remembered = RememberedResponse {
             request_hash: hash,
             status: 202,
             body: body.clone(),
         };
         let ttl = Duration::from_secs(state.config.idempotency.ttl_seconds);
-        if let Err(e) = state
-            .kv
-            .idempotency_put(tenant.id.as_str(), key, &remembered, ttl)
-            .await
-        {
-            telemetry::redis_error("idempotency_put", &e);
-        }
+        let kv = state.kv.clone();
+        let tenant_id = tenant.id.clone();
+        actix_web::rt::spawn(async move {
+            if let Err(e) = kv
+                .idempotency_put(tenant_id.as_str(), &key, &remembered, ttl)
+                .await
+            {
+                telemetry::redis_error("idempotency_put", &e);
+            }
+        });
     }
     if replayed {
         return Ok(replay(202, body, Some(location(&record.id))));
@@ -438,4 +488,105 @@ async fn list(
         "data": page.iter().map(view).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_actors::payload::Priority;
+    use herald_actors::TenantId;
+
+    fn record(content: Content) -> MessageRecord {
+        let at = Utc::now();
+        MessageRecord {
+            id: MessageId::from_trusted("msg_1".into()),
+            tenant_id: TenantId::from_trusted("ten_1".into()),
+            channel: Channel::Sms,
+            to: "+250788123456".into(),
+            from: "HERALD".into(),
+            content,
+            segments: 1,
+            encoding: Some("gsm7".into()),
+            priority: Priority::Normal,
+            status: "queued".into(),
+            status_seq: 1,
+            carrier: None,
+            carrier_ref: None,
+            callback_url: None,
+            validity_seconds: Some(60),
+            expires_at: None,
+            scheduled_at: None,
+            metadata: serde_json::Map::new(),
+            idempotency_key: None,
+            request_hash: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn the_view_has_every_field_and_only_its_content_key() {
+        let common = [
+            "callback_url",
+            "carrier",
+            "carrier_ref",
+            "channel",
+            "created_at",
+            "encoding",
+            "expires_at",
+            "from",
+            "id",
+            "metadata",
+            "priority",
+            "scheduled_at",
+            "segments",
+            "status",
+            "to",
+            "updated_at",
+            "validity_seconds",
+        ];
+        let cases = [
+            (Content::Text { body: "hi".into() }, "body"),
+            (Content::Say { text: "hi".into() }, "say"),
+            (
+                Content::Audio {
+                    url: "https://x.test/a.mp3".into(),
+                },
+                "audio_url",
+            ),
+            (
+                Content::Template {
+                    name: "otp".into(),
+                    language: "en".into(),
+                    params: vec!["1234".into()],
+                },
+                "template",
+            ),
+        ];
+        for (content, key) in cases {
+            let m = record(content);
+            let v = view(&m);
+            let mut expected: Vec<&str> = common.to_vec();
+            expected.push(key);
+            expected.sort_unstable();
+            let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(keys, expected);
+            assert_eq!(view_string(&m), v.to_string(), "the same text either way");
+        }
+        let t = view(&record(Content::Template {
+            name: "otp".into(),
+            language: "en".into(),
+            params: vec!["1234".into()],
+        }));
+        assert_eq!(
+            t["template"],
+            json!({"name": "otp", "language": "en", "params": ["1234"]})
+        );
+        let m = record(Content::Text { body: "hi".into() });
+        assert_eq!(view(&m)["body"], "hi");
+        assert_eq!(view(&m)["channel"], "sms");
+        assert_eq!(view(&m)["priority"], "normal");
+        assert_eq!(view(&m)["encoding"], "gsm7");
+        assert_eq!(view(&m)["carrier"], Value::Null);
+    }
 }
