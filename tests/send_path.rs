@@ -18,6 +18,19 @@ async fn post(url: &str, key: &str, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// POST a raw JSON body with an `Idempotency-Key`.
+async fn post_once(url: &str, key: &str, idem: &str, body: String) -> reqwest::Response {
+    client()
+        .post(format!("{url}/v1/messages"))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .header("idempotency-key", idem)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_sent_message_is_stored_then_queued_once() {
     let env = TestEnv::new();
@@ -128,21 +141,7 @@ async fn idempotency_key_replays_and_conflicts() {
     let env = TestEnv::new();
     let (_, key) = env.create_tenant("acme", &[]);
     let herald = env.start();
-    let send = |body: String, idem: &'static str| {
-        let url = herald.url.clone();
-        let key = key.clone();
-        async move {
-            client()
-                .post(format!("{url}/v1/messages"))
-                .bearer_auth(key)
-                .header("content-type", "application/json")
-                .header("idempotency-key", idem)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let send = |body: String, idem: &'static str| post_once(&herald.url, &key, idem, body);
     let first = send(
         r#"{"channel":"sms","to":"+250788123456","from":"HERALD","body":"once"}"#.into(),
         "order-1",
@@ -424,18 +423,12 @@ async fn a_replay_is_answered_even_over_the_rate_limit() {
     let (_, key) = env.create_tenant("retrying", &["--rate", "1"]);
     let herald = env.start();
     let send = |idem: &'static str, body: &'static str| {
-        let url = herald.url.clone();
-        let key = key.clone();
-        async move {
-            client()
-                .post(format!("{url}/v1/messages"))
-                .bearer_auth(key)
-                .header("idempotency-key", idem)
-                .json(&sms("+250788123456", body))
-                .send()
-                .await
-                .unwrap()
-        }
+        post_once(
+            &herald.url,
+            &key,
+            idem,
+            sms("+250788123456", body).to_string(),
+        )
     };
     let first = send("pay-1", "one").await;
     assert_eq!(first.status(), 202);
