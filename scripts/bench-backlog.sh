@@ -16,7 +16,8 @@
 # BACKLOG_HEAP_PROFILE=1: Herald built with `--features heap-profile`
 # (jemalloc's sampling profiler instead of mimalloc) writes a heap profile
 # after each step ($OUT/heap.*.heap); compare two with
-# `jeprof --text --base=A B` (Debian: libjemalloc-dev).
+# `jeprof --text --base=A B` (Debian: libjemalloc-dev). BACKLOG_HEAP_BIN: a
+# `herald` already built so, instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,10 +43,14 @@ if [ -n "${BACKLOG_HEAP_PROFILE:-}" ]; then
   say "building Herald with the heap profiler"
   mkdir -p "$OUT/bin"
   cp "$BIN/herald-loadtest" "$OUT/bin/"
-  cargo build --release -p herald --features heap-profile
-  cp "$BIN/herald" "$OUT/bin/"
-  # Back to the default build, so $BIN holds what it held.
-  cargo build --release -p herald
+  if [ -n "${BACKLOG_HEAP_BIN:-}" ]; then
+    cp "$BACKLOG_HEAP_BIN" "$OUT/bin/herald"
+  else
+    cargo build --release -p herald --features heap-profile
+    cp "$BIN/herald" "$OUT/bin/"
+    # Back to the default build, so $BIN holds what it held.
+    cargo build --release -p herald
+  fi
   BIN=$OUT/bin
   # A sample every 128 KiB allocated on average.
   export _RJEM_MALLOC_CONF="prof:true,lg_prof_sample:17,prof_prefix:$OUT/heap"
