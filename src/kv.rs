@@ -65,12 +65,18 @@ pub struct RememberedResponse {
     pub body: String,
 }
 
-/// GCRA: one theoretical arrival time (TAT) per key, in milliseconds.
-/// ARGV: emission interval (ms per request), burst (requests), now from TIME.
-/// Returns `{allowed, remaining, reset_ms, retry_after_ms}`.
-macro_rules! gcra {
-    () => {
-        r"
+/// The accept path's one round trip. `KEYS[2]`, when given, is the
+/// tenant's idempotency key: the response remembered under it is returned
+/// as `{2, 0, 0, 0, response}` (a replay, answered before the rate limit).
+/// Otherwise GCRA on `KEYS[1]`: one theoretical arrival time (TAT) per
+/// tenant, in milliseconds; ARGV: emission interval (ms per request), burst
+/// (requests), now from TIME; returns `{allowed, remaining, reset_ms,
+/// retry_after_ms}`.
+const ADMIT: &str = r"
+if KEYS[2] then
+  local remembered = redis.call('GET', KEYS[2])
+  if remembered then return {2, 0, 0, 0, remembered} end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[1])
@@ -87,24 +93,7 @@ end
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
 local remaining = math.floor((tolerance - (new_tat - now)) / interval)
 return {1, remaining, math.ceil(new_tat - now), 0}
-"
-    };
-}
-const GCRA: &str = gcra!();
-
-/// The accept path's one round trip: the response remembered under the
-/// idempotency key `KEYS[2]` when there is one (`{2, 0, 0, 0, response}`: a
-/// replay, answered before the rate limit), else GCRA on `KEYS[1]` as above
-/// (four integers).
-const ADMIT: &str = concat!(
-    r"
-if KEYS[2] then
-  local remembered = redis.call('GET', KEYS[2])
-  if remembered then return {2, 0, 0, 0, remembered} end
-end
-",
-    gcra!()
-);
+";
 
 /// Take a lease, or extend it when the holder already has it.
 const LEASE_ACQUIRE: &str = r"
@@ -136,7 +125,6 @@ return 0
 ";
 
 /// Scripts are hashed once; Redis runs them by SHA (EVALSHA).
-static GCRA_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA));
 static ADMIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADMIT));
 static LEASE_ACQUIRE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(LEASE_ACQUIRE));
@@ -144,17 +132,6 @@ static LEASE_RENEW_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(LEASE_RENEW));
 static LEASE_RELEASE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(LEASE_RELEASE));
-
-/// GCRA's answer as a [`RateDecision`].
-fn decision(rate: f64, allowed: i64, remaining: i64, reset: i64, retry: i64) -> RateDecision {
-    RateDecision {
-        allowed: allowed == 1,
-        limit: rate.round().max(1.0) as u64,
-        remaining: remaining.max(0) as u64,
-        reset_ms: reset.max(0) as u64,
-        retry_after_ms: retry.max(0) as u64,
-    }
-}
 
 /// A handle on Redis. Cheap to clone.
 #[derive(Clone)]
@@ -234,30 +211,10 @@ impl Kv {
         }
     }
 
-    /// Take one request from `subject`'s budget of `rate` per second with a
-    /// burst of `burst` requests.
-    pub async fn rate_limit(
-        &self,
-        subject: &str,
-        rate: f64,
-        burst: f64,
-    ) -> Result<RateDecision, KvError> {
-        let key = self.key(&["rl", subject]);
-        let interval = 1000.0 / rate.max(0.001);
-        let burst = burst.max(1.0);
-        let mut c = self.conn().await?;
-        let mut invocation = GCRA_SCRIPT.key(key);
-        invocation.arg(interval).arg(burst);
-        let (allowed, remaining, reset, retry): (i64, i64, i64, i64) =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut c))
-                .await
-                .map_err(|_| KvError::Unavailable("timed out".into()))??;
-        Ok(decision(rate, allowed, remaining, reset, retry))
-    }
-
     /// One round trip for a new request: the response remembered under the
     /// tenant's idempotency key `key` if there is one, else one request
-    /// taken from the tenant's budget (as [`Kv::rate_limit`]).
+    /// taken from the tenant's budget of `rate` per second with a burst of
+    /// `burst` requests.
     pub async fn admit(
         &self,
         tenant: &str,
@@ -294,26 +251,13 @@ impl Kv {
                 serde_json::from_str(&raw).map_err(|e| KvError::Protocol(e.to_string()))?;
             return Ok(Admission::Replay(remembered));
         }
-        Ok(Admission::Rate(decision(
-            rate,
-            int(0)?,
-            int(1)?,
-            int(2)?,
-            int(3)?,
-        )))
-    }
-
-    /// The response remembered under a tenant's idempotency key.
-    pub async fn idempotency_get(
-        &self,
-        tenant: &str,
-        key: &str,
-    ) -> Result<Option<RememberedResponse>, KvError> {
-        let raw: Option<String> = self
-            .run(redis::cmd("GET").arg(self.key(&["idem", tenant, key])))
-            .await?;
-        raw.map(|r| serde_json::from_str(&r).map_err(|e| KvError::Protocol(e.to_string())))
-            .transpose()
+        Ok(Admission::Rate(RateDecision {
+            allowed: int(0)? == 1,
+            limit: rate.round().max(1.0) as u64,
+            remaining: int(1)?.max(0) as u64,
+            reset_ms: int(2)?.max(0) as u64,
+            retry_after_ms: int(3)?.max(0) as u64,
+        }))
     }
 
     /// Remember a response under a tenant's idempotency key for `ttl`.

@@ -11,17 +11,17 @@ use std::process::ExitCode;
 
 /// Not glibc's malloc: Herald allocates small, short-lived buffers across
 /// many threads (AMQP frames, JSON, HTTP), where glibc spent a fifth of
-/// Herald's CPU in malloc/free (BENCHMARKS.md). mimalloc only with
-/// `--no-default-features`: it costs the same CPU as jemalloc here but keeps
-/// much more memory after load peaks (BENCHMARKS.md, session 6).
-#[cfg(not(feature = "jemalloc"))]
+/// Herald's CPU in malloc/free (BENCHMARKS.md). mimalloc only when asked
+/// for (`--features mimalloc`): it costs the same CPU as jemalloc here but
+/// keeps much more memory after load peaks (BENCHMARKS.md, session 6).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// jemalloc (the default feature `jemalloc`), also for its heap profiler
 /// (`--features heap-profile`; profiling is switched on at run time with
 /// `_RJEM_MALLOC_CONF=prof:true,…`).
-#[cfg(feature = "jemalloc")]
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
