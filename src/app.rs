@@ -27,8 +27,10 @@ use crate::store::Store;
 use crate::telemetry;
 
 /// Committed batches waiting for the outbox relay's fast path (each at most
-/// `accept.max_batch` messages); beyond it the sweep publishes them.
-const RELAY_INBOX: usize = 16;
+/// `accept.max_batch` messages); beyond it the sweep publishes them. Room
+/// for the commits of a few of the relay's paced rounds
+/// (`herald_actors::pace::ROUND_PERIOD`) at several hundred commits a second.
+const RELAY_INBOX: usize = 64;
 
 /// The broker handle described by the configuration.
 pub fn broker(config: &Config) -> Broker {

@@ -8,7 +8,9 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use herald_actors::pace::Pace;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// The batcher is gone (shutdown) or its work answered too few requests.
@@ -40,6 +42,23 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
         F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<A>> + Send + 'static,
     {
+        Self::start_paced(max_batch, concurrency, None, work)
+    }
+
+    /// [`Batcher::start`], but under load a batch starts no sooner than
+    /// `period` after the previous one ([`Pace`]): fewer, larger batches
+    /// for work whose callers can wait that long.
+    pub fn start_paced<F, Fut>(
+        max_batch: usize,
+        concurrency: usize,
+        period: Option<Duration>,
+        work: F,
+    ) -> Self
+    where
+        F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<A>> + Send + 'static,
+    {
+        let mut pace = period.map(Pace::new);
         let max_batch = max_batch.max(1);
         let concurrency = concurrency.max(1);
         let (tx, mut rx) = mpsc::channel::<Job<Q, A>>(max_batch * concurrency * 2);
@@ -47,6 +66,9 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
         let slots = Arc::new(Semaphore::new(concurrency));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
+                if let Some(pace) = &mut pace {
+                    pace.round().await;
+                }
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
@@ -117,6 +139,36 @@ mod tests {
             (5..40).contains(&batches),
             "40 requests at 8 per batch took {batches} batches"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_batcher_gathers_what_arrives_within_the_period() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let b = Batcher::start_paced(
+            64,
+            1,
+            Some(Duration::from_millis(20)),
+            move |xs: Vec<u32>| {
+                seen.lock().unwrap().push(xs.len());
+                async move { xs }
+            },
+        );
+        // Alone: at once.
+        assert_eq!(b.call(0).await, Ok(0));
+        // Three more within the period: one batch, when it has passed.
+        let started = tokio::time::Instant::now();
+        let answers = futures::future::join_all((1..4u32).map(|i| {
+            let b = b.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(i as u64)).await;
+                b.call(i).await
+            }
+        }))
+        .await;
+        assert_eq!(answers, vec![Ok(1), Ok(2), Ok(3)]);
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 3]);
+        assert_eq!(started.elapsed(), Duration::from_millis(20));
     }
 
     #[tokio::test]

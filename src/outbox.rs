@@ -5,8 +5,10 @@
 //! all. A message is published on one of two paths, both in this one task
 //! so they never race inside a node:
 //! - fast: right after its batch commits, the ingest collector hands it here
-//!   and it is published at once (confirms awaited, several messages of a
-//!   shard to an AMQP message); its outbox row is deleted with the others
+//!   and it is published in the relay's next round (at once when idle;
+//!   under load rounds are paced by `herald_actors::pace`, so each carries
+//!   many commits and several messages of a shard go to an AMQP message;
+//!   confirms awaited); its outbox row is deleted with the others
 //!   confirmed in the same 50 ms.
 //!   The hand-off is bounded: when this relay is behind, what does not fit
 //!   is left to the sweep, so a burst costs no memory;
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use herald_actors::broker::{shard_of, Broker, Outgoing, Topology};
 use herald_actors::events;
+use herald_actors::pace::{Pace, ROUND_PERIOD};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::message::MessageRecord;
@@ -83,10 +86,13 @@ async fn run(
     mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Outbox rows whose messages RabbitMQ confirmed, not yet deleted.
     let mut confirmed: Vec<i64> = Vec::new();
+    let mut pace = Pace::new(ROUND_PERIOD);
     loop {
         tokio::select! {
             batch = inbox.recv() => match batch {
                 Some(first) => {
+                    // Under load, what commits meanwhile joins this round.
+                    pace.round().await;
                     fast_path(&broker, &config, first, &mut inbox, &mut confirmed).await;
                     if confirmed.len() >= MARK_AT_ONCE {
                         mark_published(&store, &mut confirmed).await;

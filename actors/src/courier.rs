@@ -2,10 +2,10 @@
 //! and the one message that is its next step; the courier's task takes
 //! every move waiting, publishes their messages packed (`events::pack_all`)
 //! with one confirm, then acknowledges the deliveries (or, when the
-//! publish fails, gives them all back). Under load the moves that arrive
-//! while one batch is being confirmed make the next batch, so RabbitMQ sees
-//! few large publishes instead of one per message; when idle a move goes
-//! out alone at once.
+//! publish fails, gives them all back). Under load the rounds are paced
+//! ([`crate::pace`]) and the moves that arrive meanwhile make the next
+//! batch, so RabbitMQ sees few large publishes instead of one per message;
+//! when idle a move goes out alone at once.
 //!
 //! The task ends when the courier handle is dropped and every move handed
 //! to it is done, so an actor that stops does not cut its moves short.
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::broker::{Broker, Incoming, Outgoing};
 use crate::events;
+use crate::pace::{Pace, ROUND_PERIOD};
 use crate::telemetry;
 
 /// Most moves published with one confirm.
@@ -60,7 +61,9 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Move>,
 ) {
     let mut batch = Vec::new();
+    let mut pace = Pace::new(ROUND_PERIOD);
     while let Some(first) = rx.recv().await {
+        pace.round().await;
         batch.push(first);
         while batch.len() < BATCH_MAX {
             match rx.try_recv() {

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod ingress;
 pub mod lease;
 pub mod ledger;
+pub mod pace;
 pub mod payload;
 pub mod reroute;
 pub mod root;

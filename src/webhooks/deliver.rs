@@ -128,9 +128,12 @@ impl Batched {
             },
         );
         let s = store.clone();
-        let attempts = Batcher::start(
+        // Recorded before the task's acknowledgement, not before anyone's
+        // answer: paced, so a statement (and a commit) carries many.
+        let attempts = Batcher::start_paced(
             STORE_BATCH,
             STORE_CONCURRENCY,
+            Some(herald_actors::pace::ROUND_PERIOD),
             move |rows: Vec<AttemptRow>| {
                 let s = s.clone();
                 async move {
@@ -285,7 +288,7 @@ impl Deliverer {
 
     async fn later(&self, task: &WebhookTask, delay_ms: u64) -> Result<(), String> {
         let queue = self.broker.topology().webhooks_delay_queue(delay_ms);
-        publish(&self.broker, std::slice::from_ref(task), &queue).await
+        publish(&self.broker, std::slice::from_ref(task), &queue, 1).await
     }
 
     async fn handle(&self, incoming: Incoming) {
@@ -324,7 +327,7 @@ impl Deliverer {
                 // Back to the queue alone (the tasks packed with it may be
                 // done); when even that fails, the whole delivery goes back.
                 let queue = self.broker.topology().webhooks_queue();
-                publish(&self.broker, std::slice::from_ref(&task), &queue)
+                publish(&self.broker, std::slice::from_ref(&task), &queue, 1)
                     .await
                     .is_ok()
             }

@@ -66,11 +66,23 @@ pub fn snapshot(e: &DispatchEvent) -> EventSnapshot {
 }
 
 /// Tasks packed into one AMQP message (the deliverer settles each on its
-/// own; see `Broker::subscribe`).
-const PACK: usize = 8;
+/// own; see `Broker::subscribe`): as many as one endpoint takes in flight
+/// and waiting in memory (three times `endpoint_concurrency`), so a pack
+/// for one busy endpoint parks none in the delay queue, within these
+/// bounds. RabbitMQ's cost is per AMQP message; a crash redelivers a pack
+/// whole, and receivers see the repeats under the same `webhook-id`.
+pub fn pack_size(endpoint_concurrency: usize) -> usize {
+    (endpoint_concurrency * 3).clamp(8, 64)
+}
 
-/// Publish tasks to `queue` (default exchange), packed, confirmed.
-pub async fn publish(broker: &Broker, tasks: &[WebhookTask], queue: &str) -> Result<(), String> {
+/// Publish tasks to `queue` (default exchange), `pack` to an AMQP message,
+/// confirmed.
+pub async fn publish(
+    broker: &Broker,
+    tasks: &[WebhookTask],
+    queue: &str,
+    pack: usize,
+) -> Result<(), String> {
     let each: Vec<Outgoing> = tasks
         .iter()
         .map(|t| Outgoing {
@@ -80,7 +92,7 @@ pub async fn publish(broker: &Broker, tasks: &[WebhookTask], queue: &str) -> Res
             priority: 0,
         })
         .collect();
-    let batch = herald_actors::events::pack_all(each, PACK);
+    let batch = herald_actors::events::pack_all(each, pack);
     for chunk in batch.chunks(500) {
         broker
             .publish_confirmed(chunk)
@@ -98,6 +110,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let queue = broker.topology().webhooks_queue();
+    let pack = pack_size(settings.endpoint_concurrency);
     loop {
         loop {
             let result = store
@@ -106,7 +119,7 @@ pub async fn run(
                     let broker = broker.clone();
                     let queue = queue.clone();
                     async move {
-                        publish(&broker, &tasks, &queue).await?;
+                        publish(&broker, &tasks, &queue, pack).await?;
                         telemetry::webhook_tasks_published(tasks.len());
                         Ok(())
                     }

@@ -379,7 +379,8 @@ async fn replay(
     };
     let tasks = dispatcher::tasks(&events, std::slice::from_ref(&target));
     let queue = state.broker.topology().webhooks_queue();
-    dispatcher::publish(&state.broker, &tasks, &queue)
+    let pack = dispatcher::pack_size(state.config.webhooks.endpoint_concurrency);
+    dispatcher::publish(&state.broker, &tasks, &queue, pack)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "replay publish");
