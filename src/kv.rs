@@ -240,7 +240,8 @@ impl Kv {
                 .ok_or_else(|| KvError::Protocol("short answer".into()))?;
             redis::from_redis_value_ref(v).map_err(|e| KvError::Protocol(e.to_string()))
         };
-        if int(0)? == 2 {
+        let verdict = int(0)?;
+        if verdict == 2 {
             let raw: String = answer
                 .get(4)
                 .map(redis::from_redis_value_ref)
@@ -252,7 +253,7 @@ impl Kv {
             return Ok(Admission::Replay(remembered));
         }
         Ok(Admission::Rate(RateDecision {
-            allowed: int(0)? == 1,
+            allowed: verdict == 1,
             limit: rate.round().max(1.0) as u64,
             remaining: int(1)?.max(0) as u64,
             reset_ms: int(2)?.max(0) as u64,

@@ -30,10 +30,15 @@ impl Pace {
     /// Wait until `period` has passed since the previous round started (not
     /// at all after an idle spell), then count a new round as started.
     pub async fn round(&mut self) {
-        if let Some(last) = self.last {
-            tokio::time::sleep_until(last + self.period).await;
+        let now = Instant::now();
+        match self.last.map(|last| last + self.period) {
+            // No timer when the period has passed: idle, a round costs nothing.
+            Some(next) if next > now => {
+                tokio::time::sleep_until(next).await;
+                self.last = Some(next);
+            }
+            _ => self.last = Some(now),
         }
-        self.last = Some(Instant::now());
     }
 }
 
