@@ -412,6 +412,28 @@ impl herald_actors::ledger::SubmissionLedger for Kv {
             .transpose()
     }
 
+    /// One round trip for the lot: `MGET`.
+    async fn already_sent_many(
+        &self,
+        message_ids: &[String],
+    ) -> Result<Vec<Option<Vec<String>>>, String> {
+        if message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for id in message_ids {
+            cmd.arg(self.key(&["sent", id]));
+        }
+        let found: Vec<Option<String>> = self.run(&cmd).await.map_err(|e| e.to_string())?;
+        found
+            .into_iter()
+            .map(|refs| {
+                refs.map(|r| serde_json::from_str(&r).map_err(|e| e.to_string()))
+                    .transpose()
+            })
+            .collect()
+    }
+
     async fn record_sent(&self, message_id: &str, carrier_refs: &[String]) -> Result<(), String> {
         let refs = serde_json::to_string(carrier_refs).map_err(|e| e.to_string())?;
         let _: () = self

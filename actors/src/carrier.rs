@@ -1,8 +1,9 @@
 //! CarrierConnection: one bind to one carrier. It consumes the carrier's
-//! queue (`herald.carrier.<id>`, prefetch = twice the window, shared by the
-//! carrier's binds), sends at most its share of the carrier's TPS (adaptive
-//! token bucket), keeps at most `window` submissions unanswered, and guards
-//! the carrier with a breaker.
+//! queue (`herald.carrier.<id>`, shared by the carrier's binds; prefetch:
+//! the window, its settling backlog and one window more), sends at most its
+//! share of the carrier's TPS (adaptive token bucket), keeps at most
+//! `window` submissions unanswered, and guards the carrier with a breaker.
+//! The connections run on a thread of their own (see `root`).
 //!
 //! Data in: deliveries from the queue. Data out: `sending`, `sent`, `failed`,
 //! `expired` events and receipts on `herald.events`; temporary failures to
@@ -19,11 +20,17 @@
 //! the events packed several to an AMQP message (`events::pack`).
 //! At most [`SETTLING_PER_SLOT`] settlements per slot wait for it.
 //!
+//! The ledger is asked about deliveries as they arrive, many in one round
+//! trip, not inside a window slot: a delivery waits in `unchecked` until its
+//! answer comes, then goes to `pending` (or, sent before, straight to the
+//! settler as a duplicate). A copy of a message this bind sent since it
+//! arrived is caught at submit by the bind's own memory of what it sent.
+//!
 //! Supervision: the actor is `Supervised`. When the bind is lost or refused
 //! it stops; the supervisor restarts it after a back-off that doubles with
 //! each consecutive failure. A panic is caught by the HealthMonitor instead.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,9 +69,12 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const RECEIPT_BATCH: usize = 256;
 /// Answered submissions waiting for the settler, per window slot: past it
 /// the bind submits nothing more until settlements catch up.
-pub const SETTLING_PER_SLOT: usize = 4;
+pub const SETTLING_PER_SLOT: usize = 8;
 /// Most settlements published with one confirm.
 const SETTLE_BATCH: usize = 256;
+/// Messages a bind remembers having sent (for copies that arrived before
+/// the original was settled); the oldest are forgotten first.
+const SENT_HERE: usize = 8192;
 
 /// Crash on purpose (chaos testing through the admin API).
 #[derive(Message)]
@@ -116,6 +126,16 @@ pub struct CarrierConnection {
     /// Deliveries taken from the queue, not yet submitted. They stay
     /// unacknowledged in RabbitMQ until their outcome is published.
     pending: VecDeque<(Incoming, Delivery)>,
+    /// Deliveries taken from the queue whose ledger answer is awaited, in
+    /// arrival order, each with its arrival number.
+    unchecked: VecDeque<(u64, Incoming, Delivery)>,
+    arrivals: u64,
+    /// A ledger lookup is running.
+    checking: bool,
+    /// Messages this bind had accepted by the carrier lately, with their
+    /// references (bounded by [`SENT_HERE`], oldest first in `sent_order`).
+    sent_here: HashMap<String, Vec<String>>,
+    sent_order: VecDeque<String>,
     /// Submitted, not answered by the carrier (the window).
     in_flight: usize,
     /// Answered, handed to the settler, not settled yet.
@@ -166,6 +186,11 @@ impl CarrierConnection {
             root,
             client: None,
             pending: VecDeque::new(),
+            unchecked: VecDeque::new(),
+            arrivals: 0,
+            checking: false,
+            sent_here: HashMap::new(),
+            sent_order: VecDeque::new(),
             in_flight: 0,
             settling: 0,
             settler: None,
@@ -205,7 +230,7 @@ impl CarrierConnection {
             rate: self.throttle.rate(),
             configured_rate: self.throttle.configured(),
             in_flight: self.in_flight as u32,
-            pending: self.pending.len() as u32,
+            pending: (self.pending.len() + self.unchecked.len()) as u32,
             restarts: self.restarts,
             paused: self.paused,
             latency_ms: self.vitals.latency().map(|l| l.as_secs_f64() * 1000.0),
@@ -408,6 +433,11 @@ impl CarrierConnection {
             let Some((incoming, delivery)) = self.pending.remove(next) else {
                 return;
             };
+            if let Some(refs) = self.sent_here.get(delivery.envelope.id.as_str()).cloned() {
+                // A copy of a message sent here since it arrived.
+                self.duplicate(incoming, &delivery, refs, ctx);
+                continue;
+            }
             if delivery
                 .envelope
                 .expires_at
@@ -476,51 +506,110 @@ impl CarrierConnection {
             vec![],
             None,
         );
-        let settler = self.settler.clone();
-        let ledger = self.ledger.clone();
+        // Published by the settler, ahead of this message's outcome; best
+        // effort, the slot does not wait for it.
+        if let Some(settler) = &self.settler {
+            let _ = settler.send(Settle::Announce(sending));
+        }
         let generation = self.generation;
         async move {
-            let id = submission.message_id.clone();
-            if let Ok(Some(refs)) = ledger.already_sent(&id).await {
-                return Err(refs);
-            }
-            // Published by the settler, ahead of this message's outcome;
-            // best effort, the slot does not wait for it.
-            if let Some(settler) = settler {
-                let _ = settler.send(Settle::Announce(sending));
-            }
             let started = Instant::now();
             let result = client.submit(submission).await;
-            Ok((result, started.elapsed()))
+            (result, started.elapsed())
         }
         .into_actor(self)
-        .map(move |answer, act, ctx| {
+        .map(move |(result, elapsed), act, ctx| {
             if act.generation != generation {
                 return; // a previous bind's answer; the delivery is requeued by drop
             }
             act.in_flight = act.in_flight.saturating_sub(1);
-            let (result, elapsed) = match answer {
-                Ok(answer) => answer,
-                Err(refs) => {
-                    // Sent before (a redelivery): say so again, do not send.
-                    telemetry::duplicate_suppressed(act.id());
-                    let sent = events::status(
-                        act.broker.topology(),
-                        &delivery.envelope,
-                        delivery.attempt,
-                        "sent",
-                        Some(act.id()),
-                        refs,
-                        None,
-                    );
-                    let msg = delivery.envelope.id.to_string();
-                    act.finish_counted(incoming, vec![sent], "duplicate", msg, None, ctx);
-                    return;
-                }
-            };
             act.outcome(incoming, delivery, result, elapsed, ctx);
         })
         .spawn(ctx);
+    }
+
+    /// A message a carrier accepted before (a redelivery, a second copy):
+    /// say `sent` again with the recorded references; do not send it.
+    fn duplicate(
+        &mut self,
+        incoming: Incoming,
+        delivery: &Delivery,
+        refs: Vec<String>,
+        ctx: &mut Context<Self>,
+    ) {
+        telemetry::duplicate_suppressed(self.id());
+        let sent = events::status(
+            self.broker.topology(),
+            &delivery.envelope,
+            delivery.attempt,
+            "sent",
+            Some(self.id()),
+            refs,
+            None,
+        );
+        let msg = delivery.envelope.id.to_string();
+        self.finish_counted(incoming, vec![sent], "duplicate", msg, None, ctx);
+    }
+
+    /// Ask the ledger about every delivery waiting in `unchecked`, in one
+    /// round trip; one lookup runs at a time, and what arrives meanwhile
+    /// goes in the next. A ledger that cannot answer counts as "not sent"
+    /// (at least once rather than held).
+    fn check(&mut self, ctx: &mut Context<Self>) {
+        if self.checking || self.unchecked.is_empty() {
+            return;
+        }
+        self.checking = true;
+        let (seqs, ids): (Vec<u64>, Vec<String>) = self
+            .unchecked
+            .iter()
+            .map(|(seq, _, d)| (*seq, d.envelope.id.to_string()))
+            .unzip();
+        let ledger = self.ledger.clone();
+        let generation = self.generation;
+        async move { ledger.already_sent_many(&ids).await }
+            .into_actor(self)
+            .map(move |answer, act, ctx| {
+                if act.generation != generation {
+                    return; // restarted meanwhile: those deliveries were given back
+                }
+                act.checking = false;
+                let mut answers = match answer {
+                    Ok(found) if found.len() == seqs.len() => found,
+                    Ok(_) | Err(_) => vec![None; seqs.len()],
+                };
+                let last = seqs.last().copied().unwrap_or(0);
+                // The checked deliveries are at the front, unless the queue
+                // was emptied meanwhile (pause, drain): then none is.
+                while act.unchecked.front().is_some_and(|(seq, ..)| *seq <= last) {
+                    let Some((seq, incoming, delivery)) = act.unchecked.pop_front() else {
+                        break;
+                    };
+                    let sent = seqs
+                        .binary_search(&seq)
+                        .ok()
+                        .and_then(|i| answers[i].take());
+                    match sent {
+                        Some(refs) => act.duplicate(incoming, &delivery, refs, ctx),
+                        None => act.pending.push_back((incoming, delivery)),
+                    }
+                }
+                act.check(ctx);
+                act.pump(ctx);
+            })
+            .spawn(ctx);
+    }
+
+    /// Remember that this bind had `id` accepted, with its references.
+    fn remember_sent(&mut self, id: String, refs: Vec<String>) {
+        if self.sent_here.insert(id.clone(), refs).is_none() {
+            self.sent_order.push_back(id);
+        }
+        while self.sent_order.len() > SENT_HERE {
+            if let Some(old) = self.sent_order.pop_front() {
+                self.sent_here.remove(&old);
+            }
+        }
     }
 
     /// Slots were freed (messages settled, or back in `pending`, and out of
@@ -528,6 +617,7 @@ impl CarrierConnection {
     fn released(&mut self, ctx: &mut Context<Self>) {
         if self.draining {
             self.pending.clear();
+            self.unchecked.clear();
             if self.in_flight == 0 && self.settling == 0 {
                 if let Some(done) = self.drained.take() {
                     let _ = done.send(());
@@ -677,17 +767,20 @@ impl CarrierConnection {
             id,
             sent_refs,
         };
-        let settle = match &self.settler {
-            Some(settler) => match settler.send(settle) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(settle)) => settle,
-            },
-            None => settle,
+        let unsent = match &self.settler {
+            Some(settler) => settler.send(settle).err().map(|e| e.0),
+            None => Some(settle),
         };
-        // No settler, or it died: start another rather than hold the delivery.
-        let settler = self.start_settler(ctx);
-        let _ = settler.send(settle);
-        self.settler = Some(settler);
+        if let Some(settle) = unsent {
+            // No settler, or it died: start another rather than hold the delivery.
+            let settler = self.start_settler(ctx);
+            let _ = settler.send(settle);
+            self.settler = Some(settler);
+        }
+        // The answer freed its window slot: the next submission goes now,
+        // not when the settler is done (that would make each window's worth
+        // of messages wait for a settler round).
+        self.released(ctx);
     }
 
     fn start_settler(&self, ctx: &Context<Self>) -> mpsc::UnboundedSender<Settle> {
@@ -791,7 +884,11 @@ async fn settler(
         }))
         .await;
         if !ids.is_empty() {
-            me.do_send(Settled { generation, ids });
+            me.do_send(Settled {
+                generation,
+                ids,
+                sent,
+            });
         }
     }
 }
@@ -815,6 +912,9 @@ async fn settle(
 struct Settled {
     generation: u64,
     ids: Vec<String>,
+    /// Of those, the ones the carrier accepted, with their references
+    /// (recorded in the ledger, or tried).
+    sent: Vec<(String, Vec<String>)>,
 }
 
 impl Handler<Settled> for CarrierConnection {
@@ -823,6 +923,9 @@ impl Handler<Settled> for CarrierConnection {
     fn handle(&mut self, msg: Settled, ctx: &mut Self::Context) {
         if msg.generation == self.generation {
             self.settling = self.settling.saturating_sub(msg.ids.len());
+            for (id, refs) in msg.sent {
+                self.remember_sent(id, refs);
+            }
             for id in &msg.ids {
                 self.submitting.remove(id.as_str());
             }
@@ -897,6 +1000,8 @@ impl Supervised for CarrierConnection {
         }
         // Dropping them gives them back to the queue.
         self.pending.clear();
+        self.unchecked.clear();
+        self.checking = false;
         self.in_flight = 0;
         // The old settler finishes what it holds; its reports are ignored.
         self.settler = None;
@@ -915,8 +1020,10 @@ impl StreamHandler<Incoming> for CarrierConnection {
         }
         match serde_json::from_slice::<CarrierTask>(&incoming.body) {
             Ok(CarrierTask::DeliverV1(delivery)) => {
-                self.pending.push_back((incoming, delivery));
-                self.pump(ctx);
+                self.arrivals += 1;
+                self.unchecked
+                    .push_back((self.arrivals, incoming, delivery));
+                self.check(ctx);
             }
             Err(e) => {
                 telemetry::poison("carrier", &e.to_string());
@@ -960,6 +1067,7 @@ impl Handler<Hold> for CarrierConnection {
                 ctx.cancel_future(handle);
             }
             self.pending.clear();
+            self.unchecked.clear();
             tracing::info!(
                 carrier = self.id(),
                 bind = self.bind,
@@ -985,6 +1093,7 @@ impl Handler<Drain> for CarrierConnection {
     fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
         self.draining = true;
         self.pending.clear();
+        self.unchecked.clear();
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.in_flight == 0 && self.settling == 0 {
             let _ = tx.send(());

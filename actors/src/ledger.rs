@@ -2,7 +2,7 @@
 //!
 //! The path to a carrier is at least once: a crash, a lost acknowledgement
 //! or an outbox re-publish can bring a message back after it was sent. The
-//! carrier connection asks the ledger before submitting and records each
+//! carrier connection asks the ledger as deliveries arrive and records each
 //! accepted message with its carrier references, so such a message is not
 //! sent again: its `sent` event is published once more (with the recorded
 //! references, so receipts still correlate) and it is acknowledged. What
@@ -22,6 +22,17 @@ pub trait SubmissionLedger: Send + Sync + 'static {
     /// The carrier references of this message, when a carrier already
     /// accepted it.
     async fn already_sent(&self, message_id: &str) -> Result<Option<Vec<String>>, String>;
+    /// [`Self::already_sent`] for several messages, answered in order.
+    async fn already_sent_many(
+        &self,
+        message_ids: &[String],
+    ) -> Result<Vec<Option<Vec<String>>>, String> {
+        let mut found = Vec::with_capacity(message_ids.len());
+        for id in message_ids {
+            found.push(self.already_sent(id).await?);
+        }
+        Ok(found)
+    }
     /// Record that a carrier accepted this message, with its references.
     async fn record_sent(&self, message_id: &str, carrier_refs: &[String]) -> Result<(), String>;
     /// [`Self::record_sent`] for several messages: `(message id, references)`.

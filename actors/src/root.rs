@@ -184,6 +184,10 @@ pub struct Root {
     /// Carriers paused by the operator, and those of them being drained.
     paused: BTreeSet<String>,
     draining: BTreeSet<String>,
+    /// The thread the carrier connections run on (started with the first):
+    /// a bind's submit answers are not kept waiting behind the rest of the
+    /// node's work (projector, webhooks, routes) on the main thread.
+    carrier_thread: Option<Arbiter>,
 }
 
 /// Declare the carriers' queues, then start the tree.
@@ -213,6 +217,7 @@ pub async fn start(
         depths: HashMap::new(),
         paused: BTreeSet::new(),
         draining: BTreeSet::new(),
+        carrier_thread: None,
     };
     Ok(root.start())
 }
@@ -359,15 +364,22 @@ impl Root {
         me: &Addr<Root>,
     ) {
         let spec = Arc::new(spec.clone());
+        let thread = self
+            .carrier_thread
+            .get_or_insert_with(Arbiter::new)
+            .handle();
         for bind in 0..spec.binds {
             let make = {
+                let thread = thread.clone();
                 let spec = spec.clone();
                 let broker = self.broker.clone();
                 let me = me.clone();
                 let lease = self.lease.clone();
                 move || {
                     let (s, b, m, l) = (spec.clone(), broker.clone(), me.clone(), lease.clone());
-                    let addr = Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m, l));
+                    let addr = Supervisor::start_in_arbiter(&thread, move |_| {
+                        CarrierConnection::new(s, bind, b, m, l)
+                    });
                     me.do_send(CarrierStarted {
                         carrier: spec.id.clone(),
                         bind,
@@ -382,7 +394,9 @@ impl Root {
                 me.clone(),
                 self.lease.clone(),
             );
-            let addr = Supervisor::start(move |_| CarrierConnection::new(s, bind, b, m, l));
+            let addr = Supervisor::start_in_arbiter(&thread, move |_| {
+                CarrierConnection::new(s, bind, b, m, l)
+            });
             if self.paused.contains(&spec.id) {
                 addr.do_send(Hold(true));
             }
@@ -765,9 +779,14 @@ impl Handler<Shutdown> for Root {
             r.do_send(StopRerouting);
         }
         let carriers: Vec<Addr<CarrierConnection>> = self.carriers.values().cloned().collect();
+        let thread = self.carrier_thread.take();
         Box::pin(async move {
             let drains = carriers.iter().map(|c| c.send(Drain));
             futures::future::join_all(drains).await;
+            // Drained and unbound: their thread can go.
+            if let Some(thread) = thread {
+                thread.stop();
+            }
         })
     }
 }

@@ -2,16 +2,19 @@
 //! records the attempt, schedules the retry and keeps endpoints' health.
 //!
 //! Lifecycle of one task: at most `endpoint_concurrency` deliveries run per
-//! endpoint; a task for a busy endpoint waits here for a slot (at most
-//! twice `endpoint_concurrency` tasks per endpoint, each at most
-//! `busy_delay`), else it is parked `busy_delay` in a delay queue (so it
-//! holds no prefetch slot and other endpoints keep flowing).
+//! endpoint (a slot is held until the receiver's answer, not while the
+//! attempt is recorded); a task for a busy endpoint waits here for a slot
+//! (each at most `busy_delay`; as many as the endpoint answered in the last
+//! `busy_delay`, at least four per slot), else it is parked `busy_delay` in
+//! a delay queue (so it holds no prefetch slot and other endpoints keep
+//! flowing). Tasks parked meanwhile share AMQP messages.
 //! The answer decides the [`Outcome`]; the task is acknowledged only after
 //! its attempt row is written and any retry task is confirmed by RabbitMQ.
 //! What follows (the endpoint's health, a disabling notice) is best effort:
 //! giving the task back then would start a second chain of retries.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,13 +79,17 @@ struct Batched {
     /// By (tenant id, message id).
     messages: Batcher<(String, String), Lookup<MessageRecord>>,
     attempts: Batcher<AttemptRow, Result<(), String>>,
+    /// Tasks for a delay queue (a busy endpoint's, a retry), by delay in ms:
+    /// paced, so the tasks deferred meanwhile share AMQP messages and one
+    /// confirm instead of one each.
+    later: Batcher<(u64, WebhookTask), Result<(), String>>,
 }
 
 /// A row looked up for a delivery: shared, absent, or the store's error.
 type Lookup<T> = Result<Option<Arc<T>>, String>;
 
 impl Batched {
-    fn start(store: &Store) -> Self {
+    fn start(store: &Store, broker: &Broker, pack: usize) -> Self {
         let s = store.clone();
         let endpoints = Batcher::start(STORE_BATCH, STORE_CONCURRENCY, move |ids: Vec<String>| {
             let s = s.clone();
@@ -143,10 +150,44 @@ impl Batched {
                 }
             },
         );
+        let b = broker.clone();
+        let later = Batcher::start_paced(
+            STORE_BATCH,
+            STORE_CONCURRENCY,
+            Some(herald_actors::pace::ROUND_PERIOD),
+            move |tasks: Vec<(u64, WebhookTask)>| {
+                let b = b.clone();
+                async move {
+                    let mut by_delay: Vec<(u64, Vec<WebhookTask>)> = Vec::new();
+                    let delays: Vec<u64> = tasks.iter().map(|(ms, _)| *ms).collect();
+                    for (ms, task) in tasks {
+                        match by_delay.iter_mut().find(|(d, _)| *d == ms) {
+                            Some((_, group)) => group.push(task),
+                            None => by_delay.push((ms, vec![task])),
+                        }
+                    }
+                    let mut failed: Vec<(u64, String)> = Vec::new();
+                    for (ms, group) in &by_delay {
+                        let queue = b.topology().webhooks_delay_queue(*ms);
+                        if let Err(e) = publish(&b, group, &queue, pack).await {
+                            failed.push((*ms, e));
+                        }
+                    }
+                    delays
+                        .iter()
+                        .map(|ms| match failed.iter().find(|(d, _)| d == ms) {
+                            Some((_, e)) => Err(e.clone()),
+                            None => Ok(()),
+                        })
+                        .collect()
+                }
+            },
+        );
         Self {
             endpoints,
             messages,
             attempts,
+            later,
         }
     }
 
@@ -167,18 +208,90 @@ impl Batched {
     async fn record(&self, row: AttemptRow) -> Result<(), String> {
         self.attempts.call(row).await.map_err(|e| e.to_string())?
     }
+
+    async fn later(&self, task: WebhookTask, delay_ms: u64) -> Result<(), String> {
+        self.later
+            .call((delay_ms, task))
+            .await
+            .map_err(|e| e.to_string())?
+    }
 }
 
-/// Deliveries to one endpoint: `slots` run at once, `queue` more may wait
-/// here for a slot (holding their prefetch slot, so bounded).
+/// Deliveries to one endpoint: `slots` run at once; more may wait here for
+/// a slot (holding their prefetch slot, so bounded): as many as the
+/// endpoint has lately answered in `busy_delay`, and at least
+/// [`WAITING_PER_SLOT`] per slot. A burst for a fast receiver waits here;
+/// a slow receiver's backlog goes to the delay queue.
 struct Gate {
     slots: Arc<Semaphore>,
-    queue: Semaphore,
+    waiting: AtomicUsize,
+    answers: Mutex<Answers>,
 }
 
-/// Tasks that may wait in memory for a busy endpoint, per delivery slot;
-/// the rest go to the delay queue (RabbitMQ work, so kept for real backlogs).
-const WAITING_PER_SLOT: usize = 2;
+/// Answers counted over the current second, and the rate of the last one.
+struct Answers {
+    since: Instant,
+    count: u64,
+    per_second: f64,
+}
+
+impl Gate {
+    fn new(slots: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots)),
+            waiting: AtomicUsize::new(0),
+            answers: Mutex::new(Answers {
+                since: Instant::now(),
+                count: 0,
+                per_second: 0.0,
+            }),
+        }
+    }
+
+    /// Tasks that may wait for a slot.
+    fn room(&self, slots: usize, busy_delay: Duration) -> usize {
+        let rate = self.answers.lock().expect("answers lock").per_second;
+        ((rate * busy_delay.as_secs_f64()) as usize).max(slots * WAITING_PER_SLOT)
+    }
+
+    fn answered(&self) {
+        let mut a = self.answers.lock().expect("answers lock");
+        a.count += 1;
+        let elapsed = a.since.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            a.per_second = a.count as f64 / elapsed.as_secs_f64();
+            a.count = 0;
+            a.since = Instant::now();
+        }
+    }
+}
+
+/// A delivery slot of one endpoint; freed (and counted as answered) when
+/// dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    gate: Arc<Gate>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gate.answered();
+    }
+}
+
+/// A task waiting for a slot, counted while it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Tasks that may wait in memory for a busy endpoint, per delivery slot, at
+/// the least; the rest go to the delay queue (RabbitMQ work, so kept for
+/// real backlogs).
+const WAITING_PER_SLOT: usize = 4;
 
 struct Deliverer {
     store: Store,
@@ -213,7 +326,11 @@ pub async fn run(
         }
     }
     let me = Arc::new(Deliverer {
-        batched: Batched::start(&store),
+        batched: Batched::start(
+            &store,
+            &broker,
+            super::dispatcher::pack_size(settings.endpoint_concurrency),
+        ),
         store,
         broker: broker.clone(),
         sealer,
@@ -246,33 +363,38 @@ impl Deliverer {
     /// A delivery slot for `key`: at once when one is free; else, when
     /// few others wait for this endpoint, after waiting up to `busy_delay`
     /// here; else none (the task goes to the delay queue).
-    async fn permit(&self, key: &str) -> Option<OwnedSemaphorePermit> {
+    async fn permit(&self, key: &str) -> Option<Slot> {
+        let n = self.settings.endpoint_concurrency;
         let gate = {
             let mut limits = self.limits.lock().expect("limits lock");
             if limits.len() > 10_000 {
                 // In use: waited for (the gate is held) or delivering (a
                 // permit holds `slots`).
-                limits.retain(|_, g| Arc::strong_count(g) > 1 || Arc::strong_count(&g.slots) > 1);
+                limits.retain(|_, g| Arc::strong_count(g) > 1);
             }
             limits
                 .entry(key.to_owned())
-                .or_insert_with(|| {
-                    let n = self.settings.endpoint_concurrency;
-                    Arc::new(Gate {
-                        slots: Arc::new(Semaphore::new(n)),
-                        queue: Semaphore::new(n * WAITING_PER_SLOT),
-                    })
-                })
+                .or_insert_with(|| Arc::new(Gate::new(n)))
                 .clone()
         };
         if let Ok(p) = gate.slots.clone().try_acquire_owned() {
-            return Some(p);
+            return Some(Slot { _permit: p, gate });
         }
-        let _waiting = gate.queue.try_acquire().ok()?;
-        tokio::time::timeout(self.settings.busy_delay, gate.slots.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()
+        let room = gate.room(n, self.settings.busy_delay);
+        let _waiting = Waiting(&gate.waiting);
+        if gate.waiting.fetch_add(1, Ordering::Relaxed) >= room {
+            return None;
+        }
+        let permit =
+            tokio::time::timeout(self.settings.busy_delay, gate.slots.clone().acquire_owned())
+                .await
+                .ok()?
+                .ok()?;
+        drop(_waiting);
+        Some(Slot {
+            _permit: permit,
+            gate: gate.clone(),
+        })
     }
 
     async fn settle(&self, incoming: Incoming, ok: bool) {
@@ -287,8 +409,7 @@ impl Deliverer {
     }
 
     async fn later(&self, task: &WebhookTask, delay_ms: u64) -> Result<(), String> {
-        let queue = self.broker.topology().webhooks_delay_queue(delay_ms);
-        publish(&self.broker, std::slice::from_ref(task), &queue, 1).await
+        self.batched.later(task.clone(), delay_ms).await
     }
 
     async fn handle(&self, incoming: Incoming) {
@@ -308,7 +429,7 @@ impl Deliverer {
         let key = endpoint_id
             .as_ref()
             .map_or_else(|| url.clone(), |e| e.as_str().to_owned());
-        let Some(_permit) = self.permit(&key).await else {
+        let Some(permit) = self.permit(&key).await else {
             telemetry::webhook_attempt("deferred", None);
             let ok = self
                 .later(&task, self.settings.busy_delay.as_millis() as u64)
@@ -317,7 +438,7 @@ impl Deliverer {
             self.settle(incoming, ok).await;
             return;
         };
-        let ok = match self.deliver(&task).await {
+        let ok = match self.deliver(&task, permit).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(target: "herald::webhooks", error = %e,
@@ -335,8 +456,10 @@ impl Deliverer {
         self.settle(incoming, ok).await;
     }
 
-    /// One attempt. `Err`: nothing conclusive was recorded; redeliver the task.
-    async fn deliver(&self, task: &WebhookTask) -> Result<(), String> {
+    /// One attempt, holding one of the endpoint's delivery slots until its
+    /// answer is in (not while the attempt is recorded). `Err`: nothing
+    /// conclusive was recorded; redeliver the task.
+    async fn deliver(&self, task: &WebhookTask, slot: Slot) -> Result<(), String> {
         let WebhookTask::DeliverV1 {
             webhook_id,
             tenant_id,
@@ -462,6 +585,8 @@ impl Deliverer {
                 Outcome::Failed { retry_after: None }
             }
         };
+        // Answered: the endpoint's slot is free for the next delivery.
+        drop(slot);
         match outcome {
             Outcome::Succeeded => {
                 row.outcome = "succeeded".into();
@@ -559,6 +684,25 @@ fn health_not_recorded(id: &EndpointId, what: &str, e: &dyn std::fmt::Display) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_endpoint_may_hold_what_it_answers_in_the_busy_delay() {
+        let gate = Gate::new(4);
+        let second = Duration::from_secs(1);
+        assert_eq!(gate.room(4, second), 16, "at least four per slot");
+        {
+            let mut a = gate.answers.lock().unwrap();
+            a.since = a
+                .since
+                .checked_sub(Duration::from_secs(2))
+                .expect("two seconds after boot");
+            a.count = 999;
+        }
+        gate.answered(); // a window of about 1,000 answers in 2 s closes
+        let room = gate.room(4, second);
+        assert!((400..=500).contains(&room), "{room}");
+        assert_eq!(gate.room(4, Duration::from_millis(10)), 16);
+    }
 
     #[test]
     fn answers_are_classified() {
