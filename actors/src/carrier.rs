@@ -524,6 +524,12 @@ impl CarrierConnection {
             }
             act.in_flight = act.in_flight.saturating_sub(1);
             act.outcome(incoming, delivery, result, elapsed, ctx);
+            // The answer freed its window slot: the next submission goes now,
+            // not when the settler is done (that would make each window's
+            // worth of messages wait for a settler round).
+            if ctx.state() == ActorState::Running {
+                act.released(ctx);
+            }
         })
         .spawn(ctx);
     }
@@ -777,10 +783,6 @@ impl CarrierConnection {
             let _ = settler.send(settle);
             self.settler = Some(settler);
         }
-        // The answer freed its window slot: the next submission goes now,
-        // not when the settler is done (that would make each window's worth
-        // of messages wait for a settler round).
-        self.released(ctx);
     }
 
     fn start_settler(&self, ctx: &Context<Self>) -> mpsc::UnboundedSender<Settle> {

@@ -381,7 +381,7 @@ impl Deliverer {
             return Some(Slot { _permit: p, gate });
         }
         let room = gate.room(n, self.settings.busy_delay);
-        let _waiting = Waiting(&gate.waiting);
+        let waiting = Waiting(&gate.waiting);
         if gate.waiting.fetch_add(1, Ordering::Relaxed) >= room {
             return None;
         }
@@ -390,7 +390,7 @@ impl Deliverer {
                 .await
                 .ok()?
                 .ok()?;
-        drop(_waiting);
+        drop(waiting);
         Some(Slot {
             _permit: permit,
             gate: gate.clone(),
