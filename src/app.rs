@@ -19,7 +19,8 @@ use herald_actors::root::Shutdown;
 use tokio::sync::mpsc;
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::config::{Config, DatabaseConfig};
+use crate::deferred::Deferred;
 use crate::ingest::Ingest;
 use crate::kv::Kv;
 use crate::outbox::{Relay, RelayConfig};
@@ -57,44 +58,61 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Batches of committed messages for the relay's fast path; bounded (see
     // `ingest::flush`): at most this many wait in memory.
     let (committed_tx, committed_rx) = mpsc::channel(RELAY_INBOX);
+    // The accept path has connections of its own, driven on the API's
+    // threads; the work after it runs on the deferred lane (see
+    // `deferred`), and so do the connections it opens.
+    let accept_store = Store::connect(&DatabaseConfig {
+        pool_size: config.accept.concurrent_flushes + 1,
+        ..config.database.clone()
+    })?;
+    accept_store.warm(config.accept.concurrent_flushes).await;
+    let deferred = Deferred::start(config.accept.deferred_threads, config.accept.deferred_nice)?;
     let (ingest, ingest_task) = Ingest::start(
-        store.clone(),
+        accept_store.clone(),
         config.accept.max_batch,
         config.accept.concurrent_flushes,
         committed_tx,
     );
-    let relay = Relay::start(
-        store.clone(),
-        broker.clone(),
-        RelayConfig {
-            sweep_interval: Duration::from_millis(config.outbox.sweep_interval_ms),
-            grace: Duration::from_millis(config.outbox.grace_ms),
-            sweep_batch: config.outbox.batch,
-        },
-        committed_rx,
-    );
-    // --- status projector (issue 5): consume <prefix>.events, write the event log ---
-    let projector = crate::projector::Projector::start(
-        store.clone(),
-        broker.clone(),
-        crate::projector::Settings::from(&config.projector),
-    );
-    // --- end status projector ---
+    let (relay, projector) = {
+        let _lane = deferred.handle().enter();
+        let relay = Relay::start(
+            store.clone(),
+            broker.clone(),
+            RelayConfig {
+                sweep_interval: Duration::from_millis(config.outbox.sweep_interval_ms),
+                grace: Duration::from_millis(config.outbox.grace_ms),
+                sweep_batch: config.outbox.batch,
+            },
+            committed_rx,
+        );
+        // --- status projector (issue 5): consume <prefix>.events, write the event log ---
+        let projector = crate::projector::Projector::start(
+            store.clone(),
+            broker.clone(),
+            crate::projector::Settings::from(&config.projector),
+        );
+        // --- end status projector ---
+        (relay, projector)
+    };
     // --- webhooks and live stream (issue 5): dispatcher, deliverer, hub ---
-    let webhooks = crate::webhooks::Webhooks::start(
-        store.clone(),
-        broker.clone(),
-        crate::webhooks::seal::Sealer::from_config(&config.webhooks)?,
-        crate::webhooks::Settings::from(&config.webhooks),
-        projector.subscribe(),
-    )
-    .await;
-    let hub = crate::stream::Hub::start(
-        store.clone(),
-        kv.clone(),
-        projector.subscribe(),
-        config.stream.client_buffer,
-    );
+    let webhooks = deferred
+        .start_here(crate::webhooks::Webhooks::start(
+            store.clone(),
+            broker.clone(),
+            crate::webhooks::seal::Sealer::from_config(&config.webhooks)?,
+            crate::webhooks::Settings::from(&config.webhooks),
+            projector.subscribe(),
+        ))
+        .await;
+    let hub = {
+        let _lane = deferred.handle().enter();
+        crate::stream::Hub::start(
+            store.clone(),
+            kv.clone(),
+            projector.subscribe(),
+            config.stream.client_buffer,
+        )
+    };
     // WebSocket sessions would hold the HTTP shutdown open: close them on the signal.
     let hub_closer = {
         let hub = hub.clone();
@@ -245,6 +263,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(h) = hangup {
         h.abort();
     }
+    drop(deferred);
     tracing::info!("herald stopped");
     Ok(())
 }

@@ -119,6 +119,8 @@ pub struct RedisConfig {
 pub struct AcceptConfig {
     pub max_batch: usize,
     pub concurrent_flushes: usize,
+    pub deferred_threads: usize,
+    pub deferred_nice: i32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -384,11 +386,11 @@ impl Config {
         if self.accept.concurrent_flushes == 0 {
             return bad("accept.concurrent_flushes", "must be at least 1");
         }
-        if self.accept.concurrent_flushes >= self.database.pool_size {
-            return bad(
-                "accept.concurrent_flushes",
-                "must be below database.pool_size (reads need connections too)",
-            );
+        if self.accept.deferred_threads == 0 || self.accept.deferred_threads > 64 {
+            return bad("accept.deferred_threads", "must be between 1 and 64");
+        }
+        if !(0..=19).contains(&self.accept.deferred_nice) {
+            return bad("accept.deferred_nice", "must be between 0 and 19");
         }
         if self.outbox.sweep_interval_ms == 0 {
             return bad("outbox.sweep_interval_ms", "must be positive");

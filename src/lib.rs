@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod batch;
 pub mod config;
+pub mod deferred;
 pub mod demo;
 pub mod ingest;
 pub mod kv;

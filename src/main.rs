@@ -117,7 +117,14 @@ fn main() -> ExitCode {
         }
     };
     herald::telemetry::init_logging(&config.log);
-    let result = actix_web::rt::System::new().block_on(run(cli.command, config));
+    let result = actix_web::rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime builds")
+    })
+    .block_on(run(cli.command, config));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -111,6 +111,16 @@ impl Store {
         }
     }
 
+    /// Open up to `n` connections now rather than at the first requests
+    /// (each costs a few round trips). Best effort: what fails is opened
+    /// later, on demand.
+    pub async fn warm(&self, n: usize) {
+        let opened = futures::future::join_all((0..n).map(|_| self.pool.get())).await;
+        if let Some(Err(e)) = opened.iter().find(|c| c.is_err()) {
+            tracing::warn!(error = %e, "database connections not opened ahead");
+        }
+    }
+
     /// `SELECT 1`: does the database answer?
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| async move {
