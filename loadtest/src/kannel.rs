@@ -157,7 +157,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     });
     let with_dlr = opts.dlr_mask != 0;
     let dlr_base = if with_dlr {
-        let addr = start_receiver(opts.webhook_listen, dlrs.clone()).await?;
+        let addr = crate::observers()
+            .spawn(start_receiver(opts.webhook_listen, dlrs.clone()))
+            .await??;
         Some(format!("http://{addr}/dlr"))
     } else {
         None

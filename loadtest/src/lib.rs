@@ -214,6 +214,24 @@ pub fn message_body(channel: &str, to: &str, text: &str) -> serde_json::Value {
     }
 }
 
+/// The threads that watch for completions (the live stream, the webhook
+/// and DLR receivers), apart from those that send and time the requests:
+/// a burst of callbacks then does not delay the reading of an answer and
+/// inflate the accept latency measured.
+pub fn observers() -> &'static tokio::runtime::Handle {
+    static OBSERVERS: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    OBSERVERS
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("loadtest-observe")
+                .enable_all()
+                .build()
+                .expect("observer runtime builds")
+        })
+        .handle()
+}
+
 /// What stays up across phases: HTTP client, tenants, streams, receiver.
 struct Session {
     opts: Options,
@@ -283,7 +301,9 @@ impl Session {
 
         // Webhook endpoints, one per tenant, pointing at our receiver.
         if !opts.no_webhooks {
-            let addr = webhook::start(opts.webhook_listen, s.receiver.clone()).await?;
+            let addr = observers()
+                .spawn(webhook::start(opts.webhook_listen, s.receiver.clone()))
+                .await??;
             for (i, key) in s.keys.iter().enumerate() {
                 let res = s
                     .http
@@ -331,7 +351,7 @@ impl Session {
                 .unwrap_or_default();
             let fresh = probe["data"].as_array().is_some_and(|d| d.is_empty());
             let (tx, rx) = oneshot::channel();
-            tokio::spawn(stream::follow(
+            observers().spawn(stream::follow(
                 ws_base.clone(),
                 key.clone(),
                 fresh.then_some(0),
