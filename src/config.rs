@@ -383,8 +383,9 @@ impl Config {
         if self.accept.max_batch == 0 || self.accept.max_batch > 10_000 {
             return bad("accept.max_batch", "must be between 1 and 10000");
         }
-        if self.accept.concurrent_flushes == 0 {
-            return bad("accept.concurrent_flushes", "must be at least 1");
+        if self.accept.concurrent_flushes == 0 || self.accept.concurrent_flushes > 64 {
+            // The accept path's own pool is sized from it.
+            return bad("accept.concurrent_flushes", "must be between 1 and 64");
         }
         if self.accept.deferred_threads == 0 || self.accept.deferred_threads > 64 {
             return bad("accept.deferred_threads", "must be between 1 and 64");

@@ -403,17 +403,9 @@ impl herald_actors::lease::Leases for Kv {
 
 #[async_trait::async_trait]
 impl herald_actors::ledger::SubmissionLedger for Kv {
-    async fn already_sent(&self, message_id: &str) -> Result<Option<Vec<String>>, String> {
-        let refs: Option<String> = self
-            .run(redis::cmd("GET").arg(self.key(&["sent", message_id])))
-            .await
-            .map_err(|e| e.to_string())?;
-        refs.map(|r| serde_json::from_str(&r).map_err(|e| e.to_string()))
-            .transpose()
-    }
-
-    /// One round trip for the lot: `MGET`.
-    async fn already_sent_many(
+    /// `MGET`. An entry that cannot be read counts as not sent (at least
+    /// once), alone: the other answers stand.
+    async fn already_sent(
         &self,
         message_ids: &[String],
     ) -> Result<Vec<Option<Vec<String>>>, String> {
@@ -425,13 +417,18 @@ impl herald_actors::ledger::SubmissionLedger for Kv {
             cmd.arg(self.key(&["sent", id]));
         }
         let found: Vec<Option<String>> = self.run(&cmd).await.map_err(|e| e.to_string())?;
-        found
+        Ok(found
             .into_iter()
-            .map(|refs| {
-                refs.map(|r| serde_json::from_str(&r).map_err(|e| e.to_string()))
-                    .transpose()
+            .zip(message_ids)
+            .map(|(refs, id)| {
+                let refs = refs?;
+                serde_json::from_str(&refs)
+                    .map_err(|e| {
+                        tracing::warn!(message = %id, error = %e, "unreadable ledger entry");
+                    })
+                    .ok()
             })
-            .collect()
+            .collect())
     }
 
     async fn record_sent(&self, message_id: &str, carrier_refs: &[String]) -> Result<(), String> {

@@ -250,13 +250,7 @@ async fn send(s: &Setup, body: Value) -> String {
 
 /// A counter's value for one label set (0 when not exported yet).
 async fn counter(s: &Setup, name: &str, labels: &[&str]) -> f64 {
-    common::metrics(&s.herald.url)
-        .await
-        .lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|lb| l.contains(lb)))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
-        .sum()
+    common::metric_sum(&common::metrics(&s.herald.url).await, name, labels)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -741,14 +741,6 @@ async fn a_message_past_its_validity_expires_without_being_sent() {
     assert_eq!(received(&sim, "too late").len(), 0, "never sent");
 }
 
-/// Sum of a counter's samples in a `/metrics` text.
-fn counter_total(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_published_again_after_sending_are_not_sent_twice() {
     let (sim, env, key, herald) = with_sim(Behaviour::default(), 1000.0, 1).await;
@@ -771,9 +763,10 @@ async fn messages_published_again_after_sending_are_not_sent_twice() {
     .await
     .unwrap();
     let suppressed = eventually(Duration::from_secs(20), || async {
-        counter_total(
+        common::metric_sum(
             &metrics(&herald.url).await,
             "herald_duplicates_suppressed_total",
+            &[],
         ) >= N as f64
     })
     .await;

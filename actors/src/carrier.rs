@@ -566,38 +566,37 @@ impl CarrierConnection {
             return;
         }
         self.checking = true;
-        let (seqs, ids): (Vec<u64>, Vec<String>) = self
+        let first = self.unchecked.front().map_or(0, |(seq, ..)| *seq);
+        let ids: Vec<String> = self
             .unchecked
             .iter()
-            .map(|(seq, _, d)| (*seq, d.envelope.id.to_string()))
-            .unzip();
+            .map(|(_, _, d)| d.envelope.id.to_string())
+            .collect();
+        let n = ids.len();
         let ledger = self.ledger.clone();
         let generation = self.generation;
-        async move { ledger.already_sent_many(&ids).await }
+        async move { ledger.already_sent(&ids).await }
             .into_actor(self)
             .map(move |answer, act, ctx| {
                 if act.generation != generation {
                     return; // restarted meanwhile: those deliveries were given back
                 }
                 act.checking = false;
-                let mut answers = match answer {
-                    Ok(found) if found.len() == seqs.len() => found,
-                    Ok(_) | Err(_) => vec![None; seqs.len()],
+                let answers = match answer {
+                    Ok(found) if found.len() == n => found,
+                    Ok(_) | Err(_) => vec![None; n],
                 };
-                let last = seqs.last().copied().unwrap_or(0);
-                // The checked deliveries are at the front, unless the queue
-                // was emptied meanwhile (pause, drain): then none is.
-                while act.unchecked.front().is_some_and(|(seq, ..)| *seq <= last) {
-                    let Some((seq, incoming, delivery)) = act.unchecked.pop_front() else {
-                        break;
-                    };
-                    let sent = seqs
-                        .binary_search(&seq)
-                        .ok()
-                        .and_then(|i| answers[i].take());
-                    match sent {
-                        Some(refs) => act.duplicate(incoming, &delivery, refs, ctx),
-                        None => act.pending.push_back((incoming, delivery)),
+                // The checked deliveries are the first `n`, unless the queue
+                // was emptied meanwhile (pause, drain): then none is left.
+                if act.unchecked.front().is_some_and(|(seq, ..)| *seq == first) {
+                    for sent in answers {
+                        let Some((_, incoming, delivery)) = act.unchecked.pop_front() else {
+                            break;
+                        };
+                        match sent {
+                            Some(refs) => act.duplicate(incoming, &delivery, refs, ctx),
+                            None => act.pending.push_back((incoming, delivery)),
+                        }
                     }
                 }
                 act.check(ctx);

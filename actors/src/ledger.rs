@@ -19,20 +19,12 @@ pub const REMEMBER: Duration = Duration::from_secs(2 * 24 * 3600);
 /// Where sent messages are recorded.
 #[async_trait::async_trait]
 pub trait SubmissionLedger: Send + Sync + 'static {
-    /// The carrier references of this message, when a carrier already
-    /// accepted it.
-    async fn already_sent(&self, message_id: &str) -> Result<Option<Vec<String>>, String>;
-    /// [`Self::already_sent`] for several messages, answered in order.
-    async fn already_sent_many(
+    /// For each message, in order: its carrier references when a carrier
+    /// already accepted it. One round trip for the lot.
+    async fn already_sent(
         &self,
         message_ids: &[String],
-    ) -> Result<Vec<Option<Vec<String>>>, String> {
-        let mut found = Vec::with_capacity(message_ids.len());
-        for id in message_ids {
-            found.push(self.already_sent(id).await?);
-        }
-        Ok(found)
-    }
+    ) -> Result<Vec<Option<Vec<String>>>, String>;
     /// Record that a carrier accepted this message, with its references.
     async fn record_sent(&self, message_id: &str, carrier_refs: &[String]) -> Result<(), String>;
     /// [`Self::record_sent`] for several messages: `(message id, references)`.
@@ -49,8 +41,8 @@ pub struct NoLedger;
 
 #[async_trait::async_trait]
 impl SubmissionLedger for NoLedger {
-    async fn already_sent(&self, _: &str) -> Result<Option<Vec<String>>, String> {
-        Ok(None)
+    async fn already_sent(&self, ids: &[String]) -> Result<Vec<Option<Vec<String>>>, String> {
+        Ok(vec![None; ids.len()])
     }
 
     async fn record_sent(&self, _: &str, _: &[String]) -> Result<(), String> {

@@ -13,7 +13,7 @@
 //! What follows (the endpoint's health, a disabling notice) is best effort:
 //! giving the task back then would start a second chain of retries.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -158,28 +158,17 @@ impl Batched {
             move |tasks: Vec<(u64, WebhookTask)>| {
                 let b = b.clone();
                 async move {
-                    let mut by_delay: Vec<(u64, Vec<WebhookTask>)> = Vec::new();
                     let delays: Vec<u64> = tasks.iter().map(|(ms, _)| *ms).collect();
+                    let mut by_delay: BTreeMap<u64, Vec<WebhookTask>> = BTreeMap::new();
                     for (ms, task) in tasks {
-                        match by_delay.iter_mut().find(|(d, _)| *d == ms) {
-                            Some((_, group)) => group.push(task),
-                            None => by_delay.push((ms, vec![task])),
-                        }
+                        by_delay.entry(ms).or_default().push(task);
                     }
-                    let mut failed: Vec<(u64, String)> = Vec::new();
-                    for (ms, group) in &by_delay {
-                        let queue = b.topology().webhooks_delay_queue(*ms);
-                        if let Err(e) = publish(&b, group, &queue, pack).await {
-                            failed.push((*ms, e));
-                        }
+                    let mut outcome: BTreeMap<u64, Result<(), String>> = BTreeMap::new();
+                    for (ms, group) in by_delay {
+                        let queue = b.topology().webhooks_delay_queue(ms);
+                        outcome.insert(ms, publish(&b, &group, &queue, pack).await);
                     }
-                    delays
-                        .iter()
-                        .map(|ms| match failed.iter().find(|(d, _)| d == ms) {
-                            Some((_, e)) => Err(e.clone()),
-                            None => Ok(()),
-                        })
-                        .collect()
+                    delays.iter().map(|ms| outcome[ms].clone()).collect()
                 }
             },
         );
@@ -393,7 +382,7 @@ impl Deliverer {
         drop(waiting);
         Some(Slot {
             _permit: permit,
-            gate: gate.clone(),
+            gate,
         })
     }
 

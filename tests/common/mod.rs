@@ -353,6 +353,16 @@ pub async fn accepted_id(res: reqwest::Response) -> String {
     v["id"].as_str().unwrap().to_owned()
 }
 
+/// The sum of a metric's samples in a Prometheus text, over the label
+/// sets that contain every one of `labels` (0 when not exported yet).
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|lb| l.contains(lb)))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+        .sum()
+}
+
 /// The Prometheus text of a running Herald.
 pub async fn metrics(url: &str) -> String {
     client()
