@@ -207,6 +207,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .default_service(web::to(api::not_found))
     })
     .workers(config.http.workers)
+    .keep_alive(match config.http.keep_alive_seconds {
+        0 => actix_web::http::KeepAlive::Disabled,
+        n => actix_web::http::KeepAlive::Timeout(Duration::from_secs(n)),
+    })
     .shutdown_timeout(config.http.shutdown_timeout_seconds)
     .bind((config.http.host.as_str(), config.http.port))?;
     for addr in server.addrs() {

@@ -86,6 +86,7 @@ pub struct HttpConfig {
     pub workers: usize,
     pub max_body_bytes: usize,
     pub shutdown_timeout_seconds: u64,
+    pub keep_alive_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -326,6 +327,9 @@ impl Config {
         }
         if self.http.workers == 0 || self.http.workers > 256 {
             return bad("http.workers", "must be between 1 and 256");
+        }
+        if self.http.keep_alive_seconds > 3600 {
+            return bad("http.keep_alive_seconds", "must be at most 3600");
         }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024");

@@ -78,6 +78,11 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         metrics::Unit::Seconds,
         "Duration of one group-commit statement"
     );
+    metrics::describe_histogram!(
+        "herald_accept_stage_seconds",
+        metrics::Unit::Seconds,
+        "Time a send request spent in each stage of the accept path (admit: the Redis rate limit and replay check; commit: waiting for and writing its group commit)"
+    );
     metrics::describe_counter!(
         "herald_projector_batches_total",
         "Status projector transactions committed (each applies a whole batch of events)"
@@ -173,6 +178,11 @@ pub fn message_accepted(channel: &'static str) {
 /// A send request refused, by its error code.
 pub fn message_rejected(code: &'static str) {
     counter!("herald_messages_rejected_total", "code" => code).increment(1);
+}
+
+/// Time one send request spent in a stage of the accept path.
+pub fn accept_stage(stage: &'static str, elapsed: Duration) {
+    histogram!("herald_accept_stage_seconds", "stage" => stage).record(elapsed.as_secs_f64());
 }
 
 /// One group-commit flush written.

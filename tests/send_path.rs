@@ -568,3 +568,43 @@ async fn health_readiness_metrics_and_request_ids() {
     assert!(metrics.contains("herald_http_request_duration_seconds_bucket"));
     assert!(metrics.contains("herald_http_requests_total{route=\"unmatched\",status=\"404\"}"));
 }
+
+/// One `GET /healthz` on an open connection; true when it was answered 200.
+async fn healthz_on(conn: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if conn
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => buf[..n].starts_with(b"HTTP/1.1 200"),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_kept_for_the_configured_keep_alive_then_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut env = TestEnv::new();
+    env.set("HERALD__HTTP__KEEP_ALIVE_SECONDS", "2");
+    let herald = env.start();
+    let addr = herald.url.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+
+    assert!(healthz_on(&mut conn).await);
+    // Idle for less than the keep-alive: the same connection still answers.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(healthz_on(&mut conn).await);
+    // Idle for longer: Herald has closed it (the read sees the end).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection was not closed: {read:?}"
+    );
+}

@@ -6,7 +6,7 @@
 //! `Idempotency-Key` (Redis first, PostgreSQL's unique index as the backstop),
 //! then hand the message to group commit and answer 202 once it is committed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, LOCATION};
 use actix_web::http::StatusCode;
@@ -310,11 +310,13 @@ async fn create_inner(
     // Without Redis, PostgreSQL's unique index still finds replays and
     // traffic goes through unthrottled.
     let burst = tenant.rate_limit * state.config.limits.burst_seconds;
-    let decision = match state
+    let admitting = Instant::now();
+    let admitted = state
         .kv
         .admit(tenant.id.as_str(), key.as_deref(), tenant.rate_limit, burst)
-        .await
-    {
+        .await;
+    telemetry::accept_stage("admit", admitting.elapsed());
+    let decision = match admitted {
         Ok(Admission::Replay(remembered)) if remembered.request_hash == hash => {
             return Ok(replay(remembered.status, remembered.body, None));
         }
@@ -330,7 +332,10 @@ async fn create_inner(
     message.idempotency_key = key.clone();
     message.request_hash = Some(hash.clone());
     let channel = message.channel;
-    let outcome = state.ingest.accept(message.clone()).await?;
+    let committing = Instant::now();
+    let outcome = state.ingest.accept(message.clone()).await;
+    telemetry::accept_stage("commit", committing.elapsed());
+    let outcome = outcome?;
     let (record, replayed) = match outcome {
         Inserted::New => (message, false),
         Inserted::Existing(existing) => {
