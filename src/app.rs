@@ -69,12 +69,33 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let deferred = Deferred::start(config.accept.deferred_threads, config.accept.deferred_nice)?;
     let (ingest, ingest_task) = Ingest::start(
         accept_store.clone(),
+        kv.clone(),
         config.accept.max_batch,
         config.accept.concurrent_flushes,
         committed_tx,
     );
-    let (relay, projector) = {
+    let (relay, projector, remember) = {
         let _lane = deferred.handle().enter();
+        // Idempotency responses to remember in Redis: one pipeline per paced
+        // round. A response not yet remembered (or dropped when this is
+        // full) is still found by PostgreSQL's unique index.
+        let remember = {
+            let kv = kv.clone();
+            crate::batch::Batcher::start_paced(
+                config.accept.max_batch,
+                2,
+                Some(herald_actors::pace::ROUND_PERIOD),
+                move |entries: Vec<crate::kv::Remember>| {
+                    let kv = kv.clone();
+                    async move {
+                        if let Err(e) = kv.remember_many(&entries).await {
+                            telemetry::redis_error("idempotency_put", &e);
+                        }
+                        vec![(); entries.len()]
+                    }
+                },
+            )
+        };
         let relay = Relay::start(
             store.clone(),
             broker.clone(),
@@ -92,7 +113,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             crate::projector::Settings::from(&config.projector),
         );
         // --- end status projector ---
-        (relay, projector)
+        (relay, projector, remember)
     };
     // --- webhooks and live stream (issue 5): dispatcher, deliverer, hub ---
     let webhooks = deferred
@@ -175,6 +196,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         kv,
         broker: broker.clone(),
         ingest,
+        remember,
         auth: api::auth::AuthCache::new(Duration::from_secs(config.auth.cache_seconds)),
         metrics,
         tree: tree.clone(),

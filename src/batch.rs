@@ -96,6 +96,13 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
         Self { tx }
     }
 
+    /// Hand in one request whose answer nobody waits for. False when the
+    /// collector is full or gone: the request was dropped.
+    pub fn offer(&self, request: Q) -> bool {
+        let (reply, _) = oneshot::channel();
+        self.tx.try_send((request, reply)).is_ok()
+    }
+
     /// Hand in one request and wait for its answer.
     pub async fn call(&self, request: Q) -> Result<A, Closed> {
         let (reply, answer) = oneshot::channel();

@@ -10,6 +10,13 @@
 //! for more, so the database sees few large statements instead of many
 //! small ones.
 //!
+//! A request may ask to be admitted first (the tenant's rate limit and
+//! idempotency replay, in Redis): the batch's admissions go to Redis in one
+//! pipeline just before the write, so a request costs no round trip of its
+//! own, and only the admitted messages are written. Without Redis every
+//! request is written (PostgreSQL's unique index still finds replays) and
+//! goes unthrottled.
+//!
 //! After a batch commits, its new messages go to the outbox relay to be
 //! published. On shutdown the collector finishes what it holds, waits for
 //! running flushes, then closes the relay's inbox.
@@ -19,6 +26,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::kv::{Admission, AdmitRequest, Kv, RateDecision};
 use crate::message::MessageRecord;
 use crate::outbox::Committed;
 use crate::store::messages::Inserted;
@@ -26,7 +34,29 @@ use crate::store::{Store, StoreError};
 use crate::telemetry;
 
 /// Outcome of accepting one message.
-pub type Accepted = Result<Inserted, StoreError>;
+pub type Accepted = Result<Outcome, StoreError>;
+
+/// What became of one message handed to [`Ingest::accept`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// Written (or found already written), with the rate limit's decision
+    /// when the request asked to be admitted and Redis answered.
+    Written {
+        inserted: Inserted,
+        rate: Option<RateDecision>,
+    },
+    /// Not written: a replay answered from Redis, or over the rate limit.
+    Refused(Admission),
+}
+
+/// The admission a request asks for: its idempotency key and the tenant's
+/// budget (the tenant is the message's).
+#[derive(Debug, Clone)]
+pub struct Admit {
+    pub key: Option<String>,
+    pub rate: f64,
+    pub burst: f64,
+}
 
 /// A batch smaller than this waits up to [`LINGER`] for more while other
 /// flushes are running.
@@ -35,6 +65,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 struct Job {
     message: MessageRecord,
+    admit: Option<Admit>,
     reply: oneshot::Sender<Accepted>,
 }
 
@@ -54,6 +85,7 @@ impl Ingest {
     /// Start the collector. Committed batches are sent to `published`.
     pub fn start(
         store: Store,
+        kv: Kv,
         max_batch: usize,
         concurrent_flushes: usize,
         committed: mpsc::Sender<Committed>,
@@ -62,6 +94,7 @@ impl Ingest {
         let (stop_tx, stop_rx) = oneshot::channel();
         let done = tokio::spawn(collect(
             store,
+            kv,
             rx,
             stop_rx,
             max_batch,
@@ -77,11 +110,16 @@ impl Ingest {
         )
     }
 
-    /// Write one message (batched with others) and return once committed.
-    pub async fn accept(&self, message: MessageRecord) -> Accepted {
+    /// Admit (when `admit` is given) and write one message, batched with
+    /// others; return once committed or refused.
+    pub async fn accept(&self, message: MessageRecord, admit: Option<Admit>) -> Accepted {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { message, reply })
+            .send(Job {
+                message,
+                admit,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::Unavailable("shutting down".into()))?;
         rx.await
@@ -97,8 +135,10 @@ impl IngestTask {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn collect(
     store: Store,
+    kv: Kv,
     mut rx: mpsc::Receiver<Job>,
     mut stop: oneshot::Receiver<()>,
     max_batch: usize,
@@ -151,9 +191,10 @@ async fn collect(
             }
         }
         let store = store.clone();
+        let kv = kv.clone();
         let committed = committed.clone();
         tokio::spawn(async move {
-            flush(&store, batch, &committed).await;
+            flush(&store, &kv, batch, &committed).await;
             drop(permit);
         });
     }
@@ -161,10 +202,62 @@ async fn collect(
     let _ = permits.acquire_many(concurrent_flushes as u32).await;
 }
 
-async fn flush(store: &Store, batch: Vec<Job>, committed: &mpsc::Sender<Committed>) {
+/// The admissions of a batch, in its order: `None` for a request that did
+/// not ask, or for all of them when Redis did not answer.
+async fn admit(kv: &Kv, batch: &[Job]) -> Vec<Option<Admission>> {
+    let asked: Vec<AdmitRequest> = batch
+        .iter()
+        .filter_map(|j| {
+            j.admit.as_ref().map(|a| AdmitRequest {
+                tenant: j.message.tenant_id.as_str(),
+                key: a.key.as_deref(),
+                rate: a.rate,
+                burst: a.burst,
+            })
+        })
+        .collect();
+    if asked.is_empty() {
+        return batch.iter().map(|_| None).collect();
+    }
     let started = Instant::now();
-    let (messages, replies): (Vec<MessageRecord>, Vec<oneshot::Sender<Accepted>>) =
-        batch.into_iter().map(|j| (j.message, j.reply)).unzip();
+    let answers = kv.admit_many(&asked).await;
+    telemetry::accept_stage("admit", started.elapsed());
+    let mut answers = match answers {
+        Ok(answers) => answers.into_iter(),
+        Err(e) => {
+            telemetry::redis_error("admit", &e);
+            return batch.iter().map(|_| None).collect();
+        }
+    };
+    batch
+        .iter()
+        .map(|j| j.admit.as_ref().and_then(|_| answers.next()))
+        .collect()
+}
+
+async fn flush(store: &Store, kv: &Kv, batch: Vec<Job>, committed: &mpsc::Sender<Committed>) {
+    let admissions = admit(kv, &batch).await;
+    let mut messages = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for (job, admission) in batch.into_iter().zip(admissions) {
+        match admission {
+            Some(Admission::Rate(d)) if d.allowed => {
+                messages.push(job.message);
+                replies.push((job.reply, Some(d)));
+            }
+            Some(refused) => {
+                let _ = job.reply.send(Ok(Outcome::Refused(refused)));
+            }
+            None => {
+                messages.push(job.message);
+                replies.push((job.reply, None));
+            }
+        }
+    }
+    if messages.is_empty() {
+        return;
+    }
+    let started = Instant::now();
     match store.insert_messages(&messages).await {
         Ok((outcomes, batch)) => {
             telemetry::accept_batch_flushed(messages.len(), started.elapsed());
@@ -188,15 +281,15 @@ async fn flush(store: &Store, batch: Vec<Job>, committed: &mpsc::Sender<Committe
                     telemetry::outbox_left_to_sweep(n);
                 }
             }
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
+            for ((reply, rate), inserted) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(Outcome::Written { inserted, rate }));
             }
         }
         Err(e) => {
             tracing::warn!(error = %e, messages = messages.len(), "group commit failed");
             let text = e.to_string();
             let unavailable = matches!(e, StoreError::Unavailable(_));
-            for reply in replies {
+            for (reply, _) in replies {
                 let err = if unavailable {
                     StoreError::Unavailable(text.clone())
                 } else {

@@ -25,10 +25,16 @@ pub enum KvError {
     Unavailable(String),
     #[error("redis answered something unexpected: {0}")]
     Protocol(String),
+    /// A script called by its hash is not loaded (Redis restarted).
+    #[error("redis does not have the script")]
+    NoScript,
 }
 
 impl From<redis::RedisError> for KvError {
     fn from(e: redis::RedisError) -> Self {
+        if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+            return KvError::NoScript;
+        }
         KvError::Unavailable(e.to_string())
     }
 }
@@ -47,13 +53,61 @@ pub struct RateDecision {
     pub retry_after_ms: u64,
 }
 
-/// What [`Kv::admit`] decided for one request.
+/// What [`Kv::admit_many`] decided for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// The idempotency key was seen before: this response is remembered.
     Replay(RememberedResponse),
     /// A new request, with the rate limit's decision.
     Rate(RateDecision),
+}
+
+/// One request to admit: its tenant, its idempotency key if any, and the
+/// tenant's budget (`rate` per second, a burst of `burst` requests).
+#[derive(Debug, Clone, Copy)]
+pub struct AdmitRequest<'a> {
+    pub tenant: &'a str,
+    pub key: Option<&'a str>,
+    pub rate: f64,
+    pub burst: f64,
+}
+
+/// A response to remember under a tenant's idempotency key.
+#[derive(Debug, Clone)]
+pub struct Remember {
+    pub tenant: String,
+    pub key: String,
+    pub response: RememberedResponse,
+    pub ttl: Duration,
+}
+
+/// The answer of one admission script call.
+fn admission(answer: &[redis::Value], rate: f64) -> Result<Admission, KvError> {
+    let int = |i: usize| -> Result<i64, KvError> {
+        let v = answer
+            .get(i)
+            .ok_or_else(|| KvError::Protocol("short answer".into()))?;
+        redis::from_redis_value_ref(v).map_err(|e| KvError::Protocol(e.to_string()))
+    };
+    let verdict = int(0)?;
+    if verdict == 2 {
+        let raw: String = answer
+            .get(4)
+            .map(redis::from_redis_value_ref)
+            .transpose()
+            .map_err(|e| KvError::Protocol(e.to_string()))?
+            .ok_or_else(|| KvError::Protocol("replay without a response".into()))?;
+        let remembered =
+            serde_json::from_str(&raw).map_err(|e| KvError::Protocol(e.to_string()))?;
+        return Ok(Admission::Replay(remembered));
+    }
+    Ok(Admission::Rate(RateDecision {
+        allowed: verdict == 1,
+        limit: rate.round().max(1.0) as u64,
+        remaining: int(1)?.max(0) as u64,
+        reset_ms: int(2)?.max(0) as u64,
+        retry_after_ms: int(3)?.max(0) as u64,
+    }))
 }
 
 /// The response remembered for an idempotency key.
@@ -211,75 +265,73 @@ impl Kv {
         }
     }
 
-    /// One round trip for a new request: the response remembered under the
-    /// tenant's idempotency key `key` if there is one, else one request
-    /// taken from the tenant's budget of `rate` per second with a burst of
-    /// `burst` requests.
-    pub async fn admit(
+    /// One round trip for a batch of new requests (a pipeline, one script
+    /// call each, in order): for each, the response remembered under the
+    /// tenant's idempotency key if there is one, else one request taken
+    /// from the tenant's budget. Answers in the order asked.
+    pub async fn admit_many(
         &self,
-        tenant: &str,
-        key: Option<&str>,
-        rate: f64,
-        burst: f64,
-    ) -> Result<Admission, KvError> {
-        let interval = 1000.0 / rate.max(0.001);
-        let burst = burst.max(1.0);
-        let mut c = self.conn().await?;
-        let mut invocation = ADMIT_SCRIPT.key(self.key(&["rl", tenant]));
-        if let Some(key) = key {
-            invocation.key(self.key(&["idem", tenant, key]));
+        requests: &[AdmitRequest<'_>],
+    ) -> Result<Vec<Admission>, KvError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
         }
-        invocation.arg(interval).arg(burst);
-        let answer: Vec<redis::Value> =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut c))
+        let mut pipe = redis::pipe();
+        for r in requests {
+            let interval = 1000.0 / r.rate.max(0.001);
+            let burst = r.burst.max(1.0);
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(ADMIT_SCRIPT.get_hash())
+                .arg(if r.key.is_some() { 2 } else { 1 })
+                .arg(self.key(&["rl", r.tenant]));
+            if let Some(key) = r.key {
+                cmd.arg(self.key(&["idem", r.tenant, key]));
+            }
+            cmd.arg(interval).arg(burst);
+        }
+        let answers: Vec<Vec<redis::Value>> = match self.run_pipe(&pipe).await {
+            Err(KvError::NoScript) => {
+                // Redis restarted or flushed its scripts: load it, once.
+                let mut c = self.conn().await?;
+                tokio::time::timeout(
+                    self.timeout,
+                    ADMIT_SCRIPT.prepare_invoke().load_async(&mut c),
+                )
                 .await
                 .map_err(|_| KvError::Unavailable("timed out".into()))??;
-        let int = |i: usize| -> Result<i64, KvError> {
-            let v = answer
-                .get(i)
-                .ok_or_else(|| KvError::Protocol("short answer".into()))?;
-            redis::from_redis_value_ref(v).map_err(|e| KvError::Protocol(e.to_string()))
+                self.run_pipe(&pipe).await?
+            }
+            other => other?,
         };
-        let verdict = int(0)?;
-        if verdict == 2 {
-            let raw: String = answer
-                .get(4)
-                .map(redis::from_redis_value_ref)
-                .transpose()
-                .map_err(|e| KvError::Protocol(e.to_string()))?
-                .ok_or_else(|| KvError::Protocol("replay without a response".into()))?;
-            let remembered =
-                serde_json::from_str(&raw).map_err(|e| KvError::Protocol(e.to_string()))?;
-            return Ok(Admission::Replay(remembered));
+        if answers.len() != requests.len() {
+            return Err(KvError::Protocol("short answer".into()));
         }
-        Ok(Admission::Rate(RateDecision {
-            allowed: verdict == 1,
-            limit: rate.round().max(1.0) as u64,
-            remaining: int(1)?.max(0) as u64,
-            reset_ms: int(2)?.max(0) as u64,
-            retry_after_ms: int(3)?.max(0) as u64,
-        }))
+        requests
+            .iter()
+            .zip(&answers)
+            .map(|(r, answer)| admission(answer, r.rate))
+            .collect()
     }
 
-    /// Remember a response under a tenant's idempotency key for `ttl`.
-    pub async fn idempotency_put(
-        &self,
-        tenant: &str,
-        key: &str,
-        response: &RememberedResponse,
-        ttl: Duration,
-    ) -> Result<(), KvError> {
-        let value =
-            serde_json::to_string(response).map_err(|e| KvError::Protocol(e.to_string()))?;
-        let _: () = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.key(&["idem", tenant, key]))
-                    .arg(value)
-                    .arg("EX")
-                    .arg(ttl.as_secs().max(1)),
-            )
-            .await?;
+    /// Remember responses under tenants' idempotency keys, each for its
+    /// `ttl`, in one round trip.
+    pub async fn remember_many(&self, entries: &[Remember]) -> Result<(), KvError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for e in entries {
+            let value =
+                serde_json::to_string(&e.response).map_err(|e| KvError::Protocol(e.to_string()))?;
+            pipe.cmd("SET")
+                .arg(self.key(&["idem", e.tenant.as_str(), e.key.as_str()]))
+                .arg(value)
+                .arg("EX")
+                .arg(e.ttl.as_secs().max(1))
+                .ignore();
+        }
+        let _: () = self.run_pipe(&pipe).await?;
         Ok(())
     }
 

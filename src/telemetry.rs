@@ -81,7 +81,7 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_histogram!(
         "herald_accept_stage_seconds",
         metrics::Unit::Seconds,
-        "Time a send request spent in each stage of the accept path (admit: the Redis rate limit and replay check; commit: waiting for and writing its group commit)"
+        "Time spent in a stage of the accept path (admit: a group commit's Redis pipeline of rate limits and replays; commit: a send request from hand-over to the group commit until written or refused)"
     );
     metrics::describe_counter!(
         "herald_projector_batches_total",
@@ -180,7 +180,8 @@ pub fn message_rejected(code: &'static str) {
     counter!("herald_messages_rejected_total", "code" => code).increment(1);
 }
 
-/// Time one send request spent in a stage of the accept path.
+/// Time spent in a stage of the accept path (`admit`: one group commit's
+/// Redis pipeline; `commit`: one send request's hand-over until written).
 pub fn accept_stage(stage: &'static str, elapsed: Duration) {
     histogram!("herald_accept_stage_seconds", "stage" => stage).record(elapsed.as_secs_f64());
 }

@@ -608,3 +608,59 @@ async fn an_idle_connection_is_kept_for_the_configured_keep_alive_then_closed() 
         "the idle connection was not closed: {read:?}"
     );
 }
+
+#[tokio::test]
+async fn redis_forgetting_its_scripts_or_being_away_does_not_stop_sending() {
+    let env = TestEnv::new();
+    let (_, key) = env.create_tenant("acme", &[]);
+    let herald = env.start();
+    assert_eq!(
+        post(&herald.url, &key, &sms("+250788123456", "warm"))
+            .await
+            .status(),
+        202
+    );
+
+    // Redis restarted and lost its scripts: admission loads the script
+    // again and still answers with the rate limit.
+    let redis = redis::Client::open(common::REDIS).unwrap();
+    let mut c = redis.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let res = post(&herald.url, &key, &sms("+250788123456", "after flush")).await;
+    assert_eq!(res.status(), 202);
+    assert!(res.headers().contains_key("ratelimit-remaining"));
+
+    // Redis away: messages are accepted unthrottled, and a replay is still
+    // found (by PostgreSQL's unique index).
+    let mut away = TestEnv::new();
+    away.set("HERALD__REDIS__URL", "redis://127.0.0.1:9/");
+    away.set("HERALD__REDIS__TIMEOUT_MS", "200");
+    let (_, key) = away.create_tenant("acme", &[]);
+    let herald = away.start();
+    let body = sms("+250788123456", "no redis").to_string();
+    let first = post_once(&herald.url, &key, "no-redis-1", body.clone()).await;
+    assert_eq!(first.status(), 202);
+    assert!(!first.headers().contains_key("ratelimit-remaining"));
+    let first: Value = first.json().await.unwrap();
+    let again = post_once(&herald.url, &key, "no-redis-1", body).await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(
+        common::count(&away, "SELECT count(*) FROM messages").await,
+        1
+    );
+    let metrics = common::metrics(&herald.url).await;
+    assert!(
+        common::metric_sum(
+            &metrics,
+            "herald_redis_errors_total",
+            &["operation=\"admit\""]
+        ) >= 2.0
+    );
+}

@@ -257,7 +257,7 @@ async fn test_message(
     let now = chrono::Utc::now().trunc_subsecs(6);
     let message = super::v1::send::validate(send, tenant, &state.config.limits, now)?;
     let channel = message.channel;
-    state.ingest.accept(message.clone()).await?;
+    state.ingest.accept(message.clone(), None).await?;
     crate::telemetry::message_accepted(channel.as_str());
     Ok(HttpResponse::Accepted().json(super::v1::messages::view(&message)))
 }

@@ -36,6 +36,9 @@ pub struct AppState {
     pub kv: Kv,
     pub broker: Broker,
     pub ingest: Ingest,
+    /// Responses to remember under idempotency keys, written to Redis in
+    /// batches off the answer's path.
+    pub remember: crate::batch::Batcher<crate::kv::Remember, ()>,
     pub auth: auth::AuthCache,
     pub metrics: PrometheusHandle,
     /// The actor tree of this node, when carriers are configured.

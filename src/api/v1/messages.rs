@@ -22,7 +22,8 @@ use super::send::{validate, SendRequest};
 use crate::api::auth::Authenticated;
 use crate::api::error::{rate_limit_headers, ApiError};
 use crate::api::{bounded, from_json, read_json, AppState};
-use crate::kv::{Admission, RememberedResponse};
+use crate::ingest::{Admit, Outcome};
+use crate::kv::{Admission, Remember, RememberedResponse};
 use crate::message::{EventRecord, MessageRecord, MessageStatus};
 use crate::store::messages::{Inserted, MessageFilter};
 use crate::telemetry;
@@ -305,38 +306,31 @@ async fn create_inner(
     let now = Utc::now().trunc_subsecs(6);
     let mut message = validate(send, tenant, &state.config.limits, now)?;
 
-    // One round trip to Redis: a replay is answered before the rate limit
-    // (retrying is free), a new request takes one from the tenant's budget.
-    // Without Redis, PostgreSQL's unique index still finds replays and
-    // traffic goes through unthrottled.
-    let burst = tenant.rate_limit * state.config.limits.burst_seconds;
-    let admitting = Instant::now();
-    let admitted = state
-        .kv
-        .admit(tenant.id.as_str(), key.as_deref(), tenant.rate_limit, burst)
-        .await;
-    telemetry::accept_stage("admit", admitting.elapsed());
-    let decision = match admitted {
-        Ok(Admission::Replay(remembered)) if remembered.request_hash == hash => {
-            return Ok(replay(remembered.status, remembered.body, None));
-        }
-        Ok(Admission::Replay(_)) => return Err(conflict()),
-        Ok(Admission::Rate(d)) if !d.allowed => return Err(ApiError::rate_limited(&d)),
-        Ok(Admission::Rate(d)) => Some(d),
-        Err(e) => {
-            telemetry::redis_error("admit", &e);
-            None
-        }
-    };
-
+    // Admitted with its group commit, in one Redis pipeline for the batch:
+    // a replay is answered before the rate limit (retrying is free), a new
+    // request takes one from the tenant's budget. Without Redis,
+    // PostgreSQL's unique index still finds replays and traffic goes
+    // through unthrottled.
     message.idempotency_key = key.clone();
     message.request_hash = Some(hash.clone());
     let channel = message.channel;
+    let admit = Admit {
+        key: key.clone(),
+        rate: tenant.rate_limit,
+        burst: tenant.rate_limit * state.config.limits.burst_seconds,
+    };
     let committing = Instant::now();
-    let outcome = state.ingest.accept(message.clone()).await;
+    let outcome = state.ingest.accept(message.clone(), Some(admit)).await;
     telemetry::accept_stage("commit", committing.elapsed());
-    let outcome = outcome?;
-    let (record, replayed) = match outcome {
+    let (inserted, decision) = match outcome? {
+        Outcome::Refused(Admission::Replay(remembered)) if remembered.request_hash == hash => {
+            return Ok(replay(remembered.status, remembered.body, None));
+        }
+        Outcome::Refused(Admission::Replay(_)) => return Err(conflict()),
+        Outcome::Refused(Admission::Rate(d)) => return Err(ApiError::rate_limited(&d)),
+        Outcome::Written { inserted, rate } => (inserted, rate),
+    };
+    let (record, replayed) = match inserted {
         Inserted::New => (message, false),
         Inserted::Existing(existing) => {
             if existing.request_hash.as_deref() != Some(hash.as_str()) {
@@ -349,21 +343,15 @@ async fn create_inner(
     if let Some(key) = key {
         // Remembered after the answer, off its path: a replay that comes
         // first is found by PostgreSQL's unique index instead.
-        let remembered = RememberedResponse {
-            request_hash: hash,
-            status: 202,
-            body: body.clone(),
-        };
-        let ttl = Duration::from_secs(state.config.idempotency.ttl_seconds);
-        let kv = state.kv.clone();
-        let tenant_id = tenant.id.clone();
-        actix_web::rt::spawn(async move {
-            if let Err(e) = kv
-                .idempotency_put(tenant_id.as_str(), &key, &remembered, ttl)
-                .await
-            {
-                telemetry::redis_error("idempotency_put", &e);
-            }
+        state.remember.offer(Remember {
+            tenant: tenant.id.as_str().to_owned(),
+            key,
+            response: RememberedResponse {
+                request_hash: hash,
+                status: 202,
+                body: body.clone(),
+            },
+            ttl: Duration::from_secs(state.config.idempotency.ttl_seconds),
         });
     }
     if replayed {
