@@ -73,7 +73,10 @@ for s in systems:
         continue
     cpu, net = [], []
     for rnd, r, p in rs:
-        d = max(r["delivered"], 1)
+        # The CPU was read around the warm-up too (PEERS_WARMUP): its
+        # completed messages count.
+        w = r.get("warmup") or {}
+        d = max(r["delivered"] + w.get("accepted", 0) - w.get("lost", 0), 1)
         if s == "herald":
             c = p["cpu_s"].get("herald", 0) + sum(p["cpu_s"].get(g, 0) for g in SHARED)
             cpu.append(1000 * c / d)

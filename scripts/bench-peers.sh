@@ -25,7 +25,9 @@
 # plot (scripts/bench-plot.py, matplotlib) of the first round.
 #
 # Settings (environment): PEERS_RUNS (rounds, default 3), PEERS_DURATION
-# (default 20s), PEERS_DRAIN (default 60s), PEERS_HERALD_RATE (default 300),
+# (default 20s), PEERS_DRAIN (default 60s), PEERS_WARMUP (default 0s: sent
+# at the same rate before each measured run and left out of its figures but
+# for CPU per message, whose count includes the warm-up's messages), PEERS_HERALD_RATE (default 300),
 # PEERS_KANNEL_RATE (default 1500), PEERS_SYSTEMS (default "herald kannel
 # kannel-dlr kannel-file"), PEERS_TPS (Herald's configured carrier TPS,
 # default 5000), PEERS_HERALD_BINDS (Herald's SMPP binds, default 1 as
@@ -49,6 +51,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/herald-target}
 RUNS=${PEERS_RUNS:-3}
 DURATION=${PEERS_DURATION:-20s}
 DRAIN=${PEERS_DRAIN:-60s}
+WARMUP=${PEERS_WARMUP:-0s}
 HERALD_RATE=${PEERS_HERALD_RATE:-300}
 KANNEL_RATE=${PEERS_KANNEL_RATE:-1500}
 SYSTEMS=${PEERS_SYSTEMS:-"herald kannel kannel-dlr kannel-file"}
@@ -236,7 +239,7 @@ loadtest() { # json-file, args…
   # Its own CPU (user system seconds), which /proc cannot give: it has
   # exited by the time the "after" figures are read.
   /usr/bin/time -f '%U %S' -o "$json.cpu" \
-    "$BIN/herald-loadtest" --duration "$DURATION" --drain "$DRAIN" --smsc-control "$CTL" \
+    "$BIN/herald-loadtest" --duration "$DURATION" --drain "$DRAIN" --warmup "$WARMUP" --smsc-control "$CTL" \
     --json "$json" "$@"
 }
 

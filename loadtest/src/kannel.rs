@@ -411,6 +411,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         per_tenant: Vec::new(),
         timeline,
         find_max: None,
+        warmup: None,
     })
 }
 

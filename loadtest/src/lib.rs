@@ -26,7 +26,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use tokio::sync::{oneshot, watch};
 
-use report::{FindMax, Percentiles, Report, Second, Step, TenantReport};
+use report::{FindMax, Percentiles, Report, Second, Step, TenantReport, Warmup};
 use tracker::{histogram, Tracker};
 
 /// Command-line options (also built directly by tests).
@@ -101,6 +101,12 @@ pub struct Options {
     /// `client_overload` (protects the generator itself).
     #[arg(long, default_value_t = 20_000)]
     pub max_in_flight: u64,
+    /// Send at --rate for this long first and leave it out of the figures
+    /// (connections opened, caches and pools filled, as on a system that has
+    /// been running); its messages must still all complete, and any loss or
+    /// error there is reported (`warmup` in the JSON). 0: none.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
     /// Ramp the rate from --rate by --step-rate every --step-duration and
     /// report the highest rate sustained within the SLO.
     #[arg(long)]
@@ -617,6 +623,7 @@ impl Session {
             per_tenant,
             timeline: Vec::new(),
             find_max: None,
+            warmup: None,
         }
     }
 
@@ -716,6 +723,10 @@ pub fn fill_latency_by_second<'a>(
 
 /// Run the load described by `opts` against Herald (or, with `--target
 /// kannel`, Kannel) and return its figures.
+/// The phase number of the warm-up (message texts and idempotency keys carry
+/// their phase; the measured phases count from 0).
+const WARMUP_PHASE: u32 = 9999;
+
 pub async fn run(mut opts: Options) -> anyhow::Result<Report> {
     opts.url = opts.url.trim_end_matches('/').to_owned();
     if opts.rate.is_nan() || opts.rate <= 0.0 {
@@ -725,10 +736,31 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Report> {
         if opts.find_max {
             bail!("--find-max is for Herald only");
         }
-        return kannel::run(opts).await;
+        let warmup = if opts.warmup.is_zero() {
+            None
+        } else {
+            if !opts.quiet {
+                eprintln!("--- warm-up: {:.0}/s for {:?}", opts.rate, opts.warmup);
+            }
+            let mut first = opts.clone();
+            first.duration = opts.warmup;
+            Some(Warmup::of(&kannel::run(first).await?))
+        };
+        let mut report = kannel::run(opts).await?;
+        report.warmup = warmup;
+        return Ok(report);
     }
     let session = Session::start(opts.clone()).await?;
-    let report = if opts.find_max {
+    let warmup = if opts.warmup.is_zero() {
+        None
+    } else {
+        if !opts.quiet {
+            eprintln!("--- warm-up: {:.0}/s for {:?}", opts.rate, opts.warmup);
+        }
+        let r = session.phase(opts.rate, opts.warmup, WARMUP_PHASE).await;
+        Some(Warmup::of(&r))
+    };
+    let mut report = if opts.find_max {
         let step = opts.step_rate.unwrap_or((opts.rate / 4.0).max(10.0));
         let mut steps = Vec::new();
         let mut best = None;
@@ -773,6 +805,7 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Report> {
     } else {
         session.phase(opts.rate, opts.duration, 0).await
     };
+    report.warmup = warmup;
     session.finish().await;
     Ok(report)
 }

@@ -138,6 +138,33 @@ pub struct Report {
     pub per_tenant: Vec<TenantReport>,
     pub timeline: Vec<Second>,
     pub find_max: Option<FindMax>,
+    /// The warm-up before the measured run (`--warmup`), left out of every
+    /// other figure.
+    pub warmup: Option<Warmup>,
+}
+
+/// What the warm-up sent and whether all of it completed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Warmup {
+    pub duration_s: f64,
+    pub attempted: u64,
+    pub accepted: u64,
+    pub errors: u64,
+    pub lost: u64,
+    pub accept_p99_ms: f64,
+}
+
+impl Warmup {
+    pub fn of(r: &Report) -> Warmup {
+        Warmup {
+            duration_s: r.duration_s,
+            attempted: r.attempted,
+            accepted: r.accepted,
+            errors: r.errors.values().sum(),
+            lost: r.lost,
+            accept_p99_ms: r.accept_latency_ms.p99,
+        }
+    }
 }
 
 fn row(out: &mut String, name: &str, p: &Percentiles) {
@@ -163,6 +190,13 @@ impl Report {
             mix.join(","),
             if self.webhooks { "on" } else { "off" }
         );
+        if let Some(w) = &self.warmup {
+            let _ = writeln!(
+                o,
+                "  warm-up first (not in the figures below): {:.1}s, accepted {}/{}, errors {}, lost {}, accept p99 {:.2} ms",
+                w.duration_s, w.accepted, w.attempted, w.errors, w.lost, w.accept_p99_ms
+            );
+        }
         let _ = writeln!(
             o,
             "  attempted {}  accepted {}  ({:.1}/s)  errors {}",
