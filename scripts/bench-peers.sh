@@ -39,7 +39,9 @@
 # PEERS_CONFIG_DIR (Herald's config directory, default ./config; with
 # PEERS_BIN it must come from the binary's commit, or Herald refuses keys it
 # does not know),
-# PEERS_OUT (results directory), PEERS_KEEP_DB=1 (keep the herald_peers
+# PEERS_HERALD_ARGS (more herald-loadtest arguments for the Herald runs, e.g.
+# "--find-max --step-rate 100 --step-duration 10s": the table then shows the
+# last step), PEERS_OUT (results directory), PEERS_KEEP_DB=1 (keep the herald_peers
 # database; by default it is dropped at the end, with the run's RabbitMQ
 # queues and Redis keys), PEERS_PLOT (default bench-peers-latency.png
 # in the results directory).
@@ -259,8 +261,9 @@ for run in $(seq 1 "$RUNS"); do
     t0=$(ticks); w0=$(date +%s.%N)
     case $s in
       herald)
+        # shellcheck disable=SC2086 # PEERS_HERALD_ARGS is a list of arguments
         loadtest "$OUT/$s-$run.json" --url "$URL" --rate "$HERALD_RATE" --keys "$keys" \
-          ${WEBHOOK_STATUSES:+--webhook-statuses "$WEBHOOK_STATUSES"} | tee "$OUT/$s-$run.txt"
+          ${WEBHOOK_STATUSES:+--webhook-statuses "$WEBHOOK_STATUSES"} ${PEERS_HERALD_ARGS:-} | tee "$OUT/$s-$run.txt"
         ;;
       kannel)
         loadtest "$OUT/$s-$run.json" --target kannel --url "http://127.0.0.1:$K_SENDSMS" \
