@@ -18,6 +18,13 @@
 # after each step ($OUT/heap.*.heap); compare two with
 # `jeprof --text --base=A B` (Debian: libjemalloc-dev). BACKLOG_HEAP_BIN: a
 # `herald` already built so, instead of building one.
+#
+# BACKLOG_SETTLE_MAX: longest wait, in seconds, for the flow to settle after
+# a step (default 600). BACKLOG_RESTART=1: after the last step, stop the
+# SMSC simulator (so nothing can be delivered) and Herald, start Herald again
+# over the same database and queues, and print its RSS 30 and 60 s later:
+# a Herald started over the backlog should weigh what one over a thousand
+# messages does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -143,7 +150,7 @@ ingress() {
 }
 settle() {
   local last=-1 now
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 $((${BACKLOG_SETTLE_MAX:-600} / 3))); do
     now=$(depth)
     [ "$(outboxed)" -eq 0 ] && [ "$(ingress)" -eq 0 ] && [ "$now" -eq "$last" ] && return
     last=$now
@@ -175,4 +182,15 @@ for step in $STEPS; do
   heap_dump "$step"
   printf '%-10s %12s %12s %10s %14s\n' "$sent" "$(depth)" "$(stored)" "$(rss_mb)" "$per_s" | tee -a "$OUT/summary.txt"
 done
+if [ -n "${BACKLOG_RESTART:-}" ]; then
+  say "restarting Herald over the backlog, the simulator stopped"
+  kill "${PIDS[0]}" 2>/dev/null || true # the simulator, started first
+  kill -TERM "$HERALD_PID"
+  while kill -0 "$HERALD_PID" 2>/dev/null; do sleep 1; done
+  start_herald "$NAME" keep
+  for wait in 30 30; do
+    sleep "$wait"
+    printf '%-10s %12s %12s %10s %14s\n' "$sent" "$(depth)" "$(stored)" "$(rss_mb)" restarted | tee -a "$OUT/summary.txt"
+  done
+fi
 say "results in $OUT"

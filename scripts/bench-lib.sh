@@ -2,12 +2,13 @@
 # creating tenants. The caller sets BIN, OUT, URL, ADMIN, the PIDS array,
 # Herald's HERALD_* environment and a `say` function.
 
-# start_herald DATABASE: drop DATABASE, start `herald serve` (log in
-# $OUT/herald.log, pid in HERALD_PID and PIDS), wait until it is ready and
-# its carriers are bound (up to 30 s more).
+# start_herald DATABASE [keep]: drop DATABASE (unless "keep": a restart over
+# what it holds), start `herald serve` (log appended to $OUT/herald.log, pid
+# in HERALD_PID and PIDS), wait until it is ready and its carriers are bound
+# (up to 30 s more).
 start_herald() {
-  dropdb -h 127.0.0.1 -U postgres --if-exists "$1"
-  "$BIN/herald" serve >"$OUT/herald.log" 2>&1 &
+  [ "${2:-}" = keep ] || dropdb -h 127.0.0.1 -U postgres --if-exists "$1"
+  "$BIN/herald" serve >>"$OUT/herald.log" 2>&1 &
   HERALD_PID=$!
   PIDS+=("$HERALD_PID")
   for _ in $(seq 1 90); do
