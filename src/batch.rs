@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 #[error("batch worker unavailable")]
 pub struct Closed;
 
-type Job<Q, A> = (Q, oneshot::Sender<A>);
+/// A request and where its answer goes (none for [`Batcher::offer`]).
+type Job<Q, A> = (Q, Option<oneshot::Sender<A>>);
 
 /// A handle on one collector. Cheap to clone; the collector stops when the
 /// last handle is dropped, after answering what it holds.
@@ -87,7 +88,9 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
                     // A reply left without an answer is dropped: its caller
                     // sees `Closed`.
                     for (reply, answer) in replies.into_iter().zip(answers) {
-                        let _ = reply.send(answer);
+                        if let Some(reply) = reply {
+                            let _ = reply.send(answer);
+                        }
                     }
                     drop(slot);
                 });
@@ -99,14 +102,16 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
     /// Hand in one request whose answer nobody waits for. False when the
     /// collector is full or gone: the request was dropped.
     pub fn offer(&self, request: Q) -> bool {
-        let (reply, _) = oneshot::channel();
-        self.tx.try_send((request, reply)).is_ok()
+        self.tx.try_send((request, None)).is_ok()
     }
 
     /// Hand in one request and wait for its answer.
     pub async fn call(&self, request: Q) -> Result<A, Closed> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((request, reply)).await.map_err(|_| Closed)?;
+        self.tx
+            .send((request, Some(reply)))
+            .await
+            .map_err(|_| Closed)?;
         answer.await.map_err(|_| Closed)
     }
 }

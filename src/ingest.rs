@@ -92,15 +92,12 @@ impl Ingest {
     ) -> (Ingest, IngestTask) {
         let (tx, rx) = mpsc::channel(max_batch * concurrent_flushes * 4);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let done = tokio::spawn(collect(
+        let writer = Arc::new(Writer {
             store,
             kv,
-            rx,
-            stop_rx,
-            max_batch,
-            concurrent_flushes,
             committed,
-        ));
+        });
+        let done = tokio::spawn(collect(writer, rx, stop_rx, max_batch, concurrent_flushes));
         (
             Ingest { tx },
             IngestTask {
@@ -135,15 +132,20 @@ impl IngestTask {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn collect(
+/// What a flush writes with: shared by every flush of the collector.
+struct Writer {
     store: Store,
     kv: Kv,
+    /// Committed batches, for the outbox relay.
+    committed: mpsc::Sender<Committed>,
+}
+
+async fn collect(
+    writer: Arc<Writer>,
     mut rx: mpsc::Receiver<Job>,
     mut stop: oneshot::Receiver<()>,
     max_batch: usize,
     concurrent_flushes: usize,
-    committed: mpsc::Sender<Committed>,
 ) {
     let permits = Arc::new(Semaphore::new(concurrent_flushes));
     let mut stopping = false;
@@ -190,11 +192,9 @@ async fn collect(
                 }
             }
         }
-        let store = store.clone();
-        let kv = kv.clone();
-        let committed = committed.clone();
+        let writer = writer.clone();
         tokio::spawn(async move {
-            flush(&store, &kv, batch, &committed).await;
+            flush(&writer, batch).await;
             drop(permit);
         });
     }
@@ -235,7 +235,12 @@ async fn admit(kv: &Kv, batch: &[Job]) -> Vec<Option<Admission>> {
         .collect()
 }
 
-async fn flush(store: &Store, kv: &Kv, batch: Vec<Job>, committed: &mpsc::Sender<Committed>) {
+async fn flush(writer: &Writer, batch: Vec<Job>) {
+    let Writer {
+        store,
+        kv,
+        committed,
+    } = writer;
     let admissions = admit(kv, &batch).await;
     let mut messages = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());

@@ -721,12 +721,20 @@ pub fn fill_latency_by_second<'a>(
     timeline.sort_by_key(|s| s.t);
 }
 
-/// Run the load described by `opts` against Herald (or, with `--target
-/// kannel`, Kannel) and return its figures.
 /// The phase number of the warm-up (message texts and idempotency keys carry
 /// their phase; the measured phases count from 0).
 const WARMUP_PHASE: u32 = 9999;
 
+/// Whether `--warmup` asks for one; says so unless `--quiet`.
+fn warming_up(opts: &Options) -> bool {
+    if !opts.warmup.is_zero() && !opts.quiet {
+        eprintln!("--- warm-up: {:.0}/s for {:?}", opts.rate, opts.warmup);
+    }
+    !opts.warmup.is_zero()
+}
+
+/// Run the load described by `opts` against Herald (or, with `--target
+/// kannel`, Kannel) and return its figures.
 pub async fn run(mut opts: Options) -> anyhow::Result<Report> {
     opts.url = opts.url.trim_end_matches('/').to_owned();
     if opts.rate.is_nan() || opts.rate <= 0.0 {
@@ -736,29 +744,23 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Report> {
         if opts.find_max {
             bail!("--find-max is for Herald only");
         }
-        let warmup = if opts.warmup.is_zero() {
-            None
-        } else {
-            if !opts.quiet {
-                eprintln!("--- warm-up: {:.0}/s for {:?}", opts.rate, opts.warmup);
-            }
+        let warmup = if warming_up(&opts) {
             let mut first = opts.clone();
             first.duration = opts.warmup;
             Some(Warmup::of(&kannel::run(first).await?))
+        } else {
+            None
         };
         let mut report = kannel::run(opts).await?;
         report.warmup = warmup;
         return Ok(report);
     }
     let session = Session::start(opts.clone()).await?;
-    let warmup = if opts.warmup.is_zero() {
-        None
-    } else {
-        if !opts.quiet {
-            eprintln!("--- warm-up: {:.0}/s for {:?}", opts.rate, opts.warmup);
-        }
+    let warmup = if warming_up(&opts) {
         let r = session.phase(opts.rate, opts.warmup, WARMUP_PHASE).await;
         Some(Warmup::of(&r))
+    } else {
+        None
     };
     let mut report = if opts.find_max {
         let step = opts.step_rate.unwrap_or((opts.rate / 4.0).max(10.0));

@@ -2,9 +2,10 @@
 //! and list with filters and keyset pagination (`GET`).
 //!
 //! Sending: authenticate, parse and validate (4xx naming the field, nothing
-//! stored), take one unit of the tenant's rate (429), honour
-//! `Idempotency-Key` (Redis first, PostgreSQL's unique index as the backstop),
-//! then hand the message to group commit and answer 202 once it is committed.
+//! stored), then hand the message to group commit, which admits it with its
+//! batch (one unit of the tenant's rate, 429; `Idempotency-Key`: Redis first,
+//! PostgreSQL's unique index as the backstop) and writes it; answer 202 once
+//! it is committed.
 
 use std::time::{Duration, Instant};
 
