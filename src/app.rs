@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, DatabaseConfig};
-use crate::deferred::Deferred;
 use crate::ingest::Ingest;
 use crate::kv::Kv;
+use crate::lane::Lane;
 use crate::outbox::{Relay, RelayConfig};
 use crate::store::Store;
 use crate::telemetry;
@@ -58,22 +58,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Batches of committed messages for the relay's fast path; bounded (see
     // `ingest::flush`): at most this many wait in memory.
     let (committed_tx, committed_rx) = mpsc::channel(RELAY_INBOX);
-    // The accept path has connections of its own, driven on the API's
-    // threads; the work after it runs on the deferred lane (see
-    // `deferred`), and so do the connections it opens.
+    // The accept path has connections of its own (PostgreSQL and Redis),
+    // opened at start and driven, with the group commit, on the accept
+    // lane's one thread (or the main runtime's); the work after it runs on
+    // the deferred lane (see `lane`), and so do the connections it opens.
     let accept_store = Store::connect(&DatabaseConfig {
         pool_size: config.accept.concurrent_flushes + 1,
         ..config.database.clone()
     })?;
-    accept_store.warm(config.accept.concurrent_flushes).await;
-    let deferred = Deferred::start(config.accept.deferred_threads, config.accept.deferred_nice)?;
-    let (ingest, ingest_task) = Ingest::start(
-        accept_store.clone(),
-        kv.clone(),
-        config.accept.max_batch,
-        config.accept.concurrent_flushes,
-        committed_tx,
-    );
+    let accept_lane = match config.accept.own_thread {
+        true => Some(Lane::start("herald-accept", 1, 0)?),
+        false => None,
+    };
+    let deferred = Lane::start(
+        "herald-deferred",
+        config.accept.deferred_threads,
+        config.accept.deferred_nice,
+    )?;
+    let start_ingest = {
+        let (store, kv) = (accept_store, Kv::new(&config.redis)?);
+        let (max_batch, flushes) = (config.accept.max_batch, config.accept.concurrent_flushes);
+        async move {
+            store.warm(flushes).await;
+            if let Err(e) = kv.ping().await {
+                tracing::warn!(error = %e, "Redis unreachable at start; accepting unthrottled");
+            }
+            Ingest::start(store, kv, max_batch, flushes, committed_tx)
+        }
+    };
+    let (ingest, ingest_task) = match &accept_lane {
+        Some(lane) => lane.start_here(start_ingest).await,
+        None => start_ingest.await,
+    };
     let (relay, projector, remember) = {
         let _lane = deferred.handle().enter();
         // Idempotency responses to remember in Redis: one pipeline per paced
@@ -290,6 +306,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         h.abort();
     }
     drop(deferred);
+    drop(accept_lane);
     tracing::info!("herald stopped");
     Ok(())
 }

@@ -120,6 +120,7 @@ pub struct RedisConfig {
 pub struct AcceptConfig {
     pub max_batch: usize,
     pub concurrent_flushes: usize,
+    pub own_thread: bool,
     pub deferred_threads: usize,
     pub deferred_nice: i32,
 }
