@@ -236,6 +236,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         })
     });
+    // The first requests would otherwise wait for the numbering plans.
+    tokio::task::spawn_blocking(crate::api::v1::send::load_numbering_plans).await?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
