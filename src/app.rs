@@ -66,10 +66,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         pool_size: config.accept.concurrent_flushes + 1,
         ..config.database.clone()
     })?;
-    let accept_lane = match config.accept.own_thread {
-        true => Some(Lane::start("herald-accept", 1, 0)?),
-        false => None,
-    };
+    let accept_lane = config
+        .accept
+        .own_thread
+        .then(|| Lane::start("herald-accept", 1, 0))
+        .transpose()?;
     let deferred = Lane::start(
         "herald-deferred",
         config.accept.deferred_threads,

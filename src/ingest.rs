@@ -49,11 +49,11 @@ pub enum Outcome {
     Refused(Admission),
 }
 
-/// The admission a request asks for: its idempotency key and the tenant's
-/// budget (the tenant is the message's).
-#[derive(Debug, Clone)]
+/// The admission a request asks for: the tenant's budget, `rate` per
+/// second with a burst of `burst` requests (the tenant and the idempotency
+/// key are the message's).
+#[derive(Debug, Clone, Copy)]
 pub struct Admit {
-    pub key: Option<String>,
     pub rate: f64,
     pub burst: f64,
 }
@@ -208,9 +208,9 @@ async fn admit(kv: &Kv, batch: &[Job]) -> Vec<Option<Admission>> {
     let asked: Vec<AdmitRequest> = batch
         .iter()
         .filter_map(|j| {
-            j.admit.as_ref().map(|a| AdmitRequest {
+            j.admit.map(|a| AdmitRequest {
                 tenant: j.message.tenant_id.as_str(),
-                key: a.key.as_deref(),
+                key: j.message.idempotency_key.as_deref(),
                 rate: a.rate,
                 burst: a.burst,
             })
@@ -231,7 +231,7 @@ async fn admit(kv: &Kv, batch: &[Job]) -> Vec<Option<Admission>> {
     };
     batch
         .iter()
-        .map(|j| j.admit.as_ref().and_then(|_| answers.next()))
+        .map(|j| j.admit.and_then(|_| answers.next()))
         .collect()
 }
 

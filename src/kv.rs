@@ -294,12 +294,9 @@ impl Kv {
             Err(KvError::NoScript) => {
                 // Redis restarted or flushed its scripts: load it, once.
                 let mut c = self.conn().await?;
-                tokio::time::timeout(
-                    self.timeout,
-                    ADMIT_SCRIPT.prepare_invoke().load_async(&mut c),
-                )
-                .await
-                .map_err(|_| KvError::Unavailable("timed out".into()))??;
+                tokio::time::timeout(self.timeout, ADMIT_SCRIPT.load_async(&mut c))
+                    .await
+                    .map_err(|_| KvError::Unavailable("timed out".into()))??;
                 self.run_pipe(&pipe).await?
             }
             other => other?,

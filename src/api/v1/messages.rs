@@ -316,7 +316,6 @@ async fn create_inner(
     message.request_hash = Some(hash.clone());
     let channel = message.channel;
     let admit = Admit {
-        key: key.clone(),
         rate: tenant.rate_limit,
         burst: tenant.rate_limit * state.config.limits.burst_seconds,
     };
