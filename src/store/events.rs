@@ -218,8 +218,18 @@ impl Store {
         let work = async {
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PROJECTION_LOCK])
-                .await?;
+            // A batch names its rows by key, a few hundred at most, in
+            // tables that keep growing: an index probe per key is the plan
+            // at any size. Without fresh statistics (a young table, or
+            // autovacuum behind or off) the planner takes a hash join over
+            // a scan of the whole table instead, whose cost grows with the
+            // table; these settings last until the commit.
+            tx.batch_execute(&format!(
+                "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
+                 SET LOCAL enable_mergejoin = off; \
+                 SELECT pg_advisory_xact_lock({PROJECTION_LOCK})"
+            ))
+            .await?;
 
             let mut loaded = Loaded::default();
             if !lookup.event_ids.is_empty() {
