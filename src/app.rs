@@ -71,6 +71,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .own_thread
         .then(|| Lane::start("herald-accept", 1, 0))
         .transpose()?;
+    // The work after an accept has a small pool of its own (see
+    // `accept.deferred_connections`); `store` serves the API's reads.
+    let deferred_store = Store::connect(&DatabaseConfig {
+        pool_size: config.accept.deferred_connections,
+        ..config.database.clone()
+    })?;
     let deferred = Lane::start(
         "herald-deferred",
         config.accept.deferred_threads,
@@ -114,7 +120,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )
         };
         let relay = Relay::start(
-            store.clone(),
+            deferred_store.clone(),
             broker.clone(),
             RelayConfig {
                 sweep_interval: Duration::from_millis(config.outbox.sweep_interval_ms),
@@ -125,7 +131,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
         // --- status projector (issue 5): consume <prefix>.events, write the event log ---
         let projector = crate::projector::Projector::start(
-            store.clone(),
+            deferred_store.clone(),
             broker.clone(),
             crate::projector::Settings::from(&config.projector),
         );
@@ -135,7 +141,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // --- webhooks and live stream (issue 5): dispatcher, deliverer, hub ---
     let webhooks = deferred
         .start_here(crate::webhooks::Webhooks::start(
-            store.clone(),
+            deferred_store.clone(),
             broker.clone(),
             crate::webhooks::seal::Sealer::from_config(&config.webhooks)?,
             crate::webhooks::Settings::from(&config.webhooks),
@@ -145,7 +151,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let hub = {
         let _lane = deferred.handle().enter();
         crate::stream::Hub::start(
-            store.clone(),
+            deferred_store.clone(),
             kv.clone(),
             projector.subscribe(),
             config.stream.client_buffer,

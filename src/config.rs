@@ -123,6 +123,7 @@ pub struct AcceptConfig {
     pub own_thread: bool,
     pub deferred_threads: usize,
     pub deferred_nice: i32,
+    pub deferred_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -397,6 +398,9 @@ impl Config {
         }
         if !(0..=19).contains(&self.accept.deferred_nice) {
             return bad("accept.deferred_nice", "must be between 0 and 19");
+        }
+        if self.accept.deferred_connections == 0 || self.accept.deferred_connections > 64 {
+            return bad("accept.deferred_connections", "must be between 1 and 64");
         }
         if self.outbox.sweep_interval_ms == 0 {
             return bad("outbox.sweep_interval_ms", "must be positive");
