@@ -71,7 +71,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .own_thread
         .then(|| Lane::start("herald-accept", 1, 0))
         .transpose()?;
-    // The work after an accept has a small pool of its own (see
+    // The work after an accept has a pool of its own (see
     // `accept.deferred_connections`); `store` serves the API's reads.
     let deferred_store = Store::connect(&DatabaseConfig {
         pool_size: config.accept.deferred_connections,

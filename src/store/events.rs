@@ -218,8 +218,8 @@ impl Store {
         let work = async {
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
-            // A batch names its rows by key, a few hundred at most, in
-            // tables that keep growing: an index probe per key is the plan
+            // A batch names its rows by key (up to `projector.batch_max`
+            // events' worth), in tables that keep growing: an index probe per key is the plan
             // at any size. Without fresh statistics (a young table, or
             // autovacuum behind or off) the planner takes a hash join over
             // a scan of the whole table instead, whose cost grows with the
