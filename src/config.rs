@@ -497,8 +497,13 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The checkout the tests run from (set by cargo and nextest at run
+    /// time), not the one that built the binary.
     fn dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+            .join("config")
     }
 
     #[test]

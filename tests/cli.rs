@@ -54,7 +54,7 @@ fn a_bad_configuration_value_names_its_key_and_exits_2() {
 
 /// Number of migrations shipped (`migrations/V*.sql`).
 fn migration_files() -> usize {
-    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+    std::fs::read_dir(common::manifest_dir().join("migrations"))
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().ends_with(".sql"))

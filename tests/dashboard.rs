@@ -283,7 +283,7 @@ async fn dashboard(herald: &Herald, key: &str) {
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|| common::manifest_dir().join("target"));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("dashboard.png");
     std::fs::write(&path, png).unwrap();

@@ -29,7 +29,7 @@ const DASHBOARD: &str = "config/grafana/herald.json";
 const TARGET_LABELS: &[&str] = &["instance", "job"];
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    common::manifest_dir()
 }
 
 fn read(path: &str) -> String {

@@ -174,7 +174,7 @@ describe new answer shapes in src/api/schemas.rs; see the module docs of src/api
 fn every_registered_route_is_documented_and_every_documented_one_registered() {
     let doc = document();
     let documented = documented(&doc);
-    let registered = registered(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    let registered = registered(&common::manifest_dir().join("src"));
     assert!(
         registered.len() >= 20,
         "the source scan found too few routes ({registered:?}): it no longer reads the router"
@@ -1014,7 +1014,7 @@ async fn docs_page_serves_its_vendored_assets() {
     let env = TestEnv::new();
     let herald = env.start();
     let base = herald.url.as_str();
-    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/docs");
+    let assets = common::manifest_dir().join("assets/docs");
 
     let page = client().get(format!("{base}/docs")).send().await.unwrap();
     assert_eq!(page.status(), 200);

@@ -153,11 +153,8 @@ async fn metric(url: &str, name: &str) -> f64 {
 
 /// The test profile, pointed at this environment's database.
 fn test_config(env: &TestEnv) -> herald::config::Config {
-    let mut config = herald::config::Config::load(
-        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config")),
-        "test",
-    )
-    .unwrap();
+    let mut config =
+        herald::config::Config::load(&common::manifest_dir().join("config"), "test").unwrap();
     config.database.url =
         serde_json::from_value::<herald::config::Secret>(env.database_url().into()).unwrap();
     config

@@ -77,7 +77,7 @@ impl TestEnv {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(manifest_dir())
             .env_remove("RUST_LOG")
             .envs(&self.vars);
         cmd
@@ -418,4 +418,14 @@ pub async fn carrier_bound(base: &str, carrier: Option<&str>) -> bool {
 /// `SELECT count(*) …` in the environment's database.
 pub async fn count(env: &TestEnv, sql: &str) -> i64 {
     env.db().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// This package's directory in the checkout the tests run from. Cargo and
+/// nextest set it when they run a test; the compile-time value names the
+/// checkout that built the binary, and a target directory shared between
+/// clones (the Makefile's) may have built it in another.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
