@@ -62,10 +62,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // opened at start and driven, with the group commit, on the accept
     // lane's one thread (or the main runtime's); the work after it runs on
     // the deferred lane (see `lane`), and so do the connections it opens.
-    let accept_store = Store::connect(&DatabaseConfig {
-        pool_size: config.accept.concurrent_flushes + 1,
-        ..config.database.clone()
-    })?;
+    let accept_store = Store::connect_as(
+        &DatabaseConfig {
+            pool_size: config.accept.concurrent_flushes + 1,
+            ..config.database.clone()
+        },
+        "herald-accept",
+    )?;
     let accept_lane = config
         .accept
         .own_thread
@@ -73,10 +76,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .transpose()?;
     // The work after an accept has a pool of its own (see
     // `accept.deferred_connections`); `store` serves the API's reads.
-    let deferred_store = Store::connect(&DatabaseConfig {
-        pool_size: config.accept.deferred_connections,
-        ..config.database.clone()
-    })?;
+    let deferred_store = Store::connect_as(
+        &DatabaseConfig {
+            pool_size: config.accept.deferred_connections,
+            ..config.database.clone()
+        },
+        "herald-deferred",
+    )?;
     let deferred = Lane::start(
         "herald-deferred",
         config.accept.deferred_threads,

@@ -76,7 +76,16 @@ impl Store {
 
     /// Open the pool without touching the schema.
     pub fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
-        let pg: tokio_postgres::Config = config.url.expose().parse()?;
+        Self::connect_as(config, "herald")
+    }
+
+    /// [`Store::connect`], the sessions named `application_name` (as
+    /// `pg_stat_activity` shows them) unless the URL names them.
+    pub fn connect_as(config: &DatabaseConfig, application_name: &str) -> anyhow::Result<Self> {
+        let mut pg: tokio_postgres::Config = config.url.expose().parse()?;
+        if pg.get_application_name().is_none() {
+            pg.application_name(application_name);
+        }
         let timeout = Duration::from_millis(config.timeout_ms);
         let manager = Manager::from_config(
             pg,
