@@ -20,7 +20,10 @@
 # it is installed with apt-get when missing.
 #
 # Per run: the loadtest JSON, utime+stime of every process involved (from
-# /proc/<pid>/stat, before and after), the load average before and after.
+# /proc/<pid>/stat, before and after), the load average before and after,
+# and each second's CPU and disk pressure (scripts/bench-pressure.py: the
+# summary names the seconds whose accept p99 passed 50 ms and whether the
+# disk stalled everything in them).
 # At the end: the median (min-max) table, the ratios, and a latency-over-time
 # plot (scripts/bench-plot.py, matplotlib) of the first round.
 #
@@ -259,6 +262,8 @@ for run in $(seq 1 "$RUNS"); do
     esac
     load0=$(cut -d' ' -f1-3 /proc/loadavg)
     t0=$(ticks); w0=$(date +%s.%N)
+    python3 scripts/bench-pressure.py "$OUT/$s-$run.pressure.json" "$w0" &
+    PRESSURE_PID=$!
     case $s in
       herald)
         # shellcheck disable=SC2086 # PEERS_HERALD_ARGS is a list of arguments
@@ -275,6 +280,8 @@ for run in $(seq 1 "$RUNS"); do
         ;;
     esac
     t1=$(ticks); w1=$(date +%s.%N)
+    kill "$PRESSURE_PID" 2>/dev/null || true
+    wait "$PRESSURE_PID" 2>/dev/null || true
     load1=$(cut -d' ' -f1-3 /proc/loadavg)
     curl -fs "$CTL/stats" >"$OUT/$s-$run.smsc.json" || true
     python3 - "$OUT/$s-$run.proc.json" "$t0" "$t1" "$w0" "$w1" "$load0" "$load1" <<'PY'
