@@ -39,37 +39,42 @@ def runs(system):
         if not m:
             continue
         r = json.load(open(path))
-        r["_system"] = system
         p = json.load(open(path.replace(".json", ".proc.json")))
         rows.append((int(m.group(1)), r, p))
     return rows
 
 
-def slow_seconds(rnd, r):
+def slow_seconds(system, rnd, r):
     """Lines naming the seconds of a round whose accept p99 passed 50 ms,
     with that second's pressure (scripts/bench-pressure.py): milliseconds
     in which every task waited for the disk (io full), and in which some
-    runnable task waited for a CPU (cpu some)."""
-    try:
-        pressure = json.load(open(f"{out}/{r['_system']}-{rnd}.pressure.json"))
-    except (OSError, ValueError, KeyError):
-        pressure = None
+    runnable task waited for a CPU (cpu some). The pressure is counted from
+    the generator's start, so after a warm-up (`PEERS_WARMUP`) it no longer
+    lines up with the measured seconds and is left out."""
+    pressure = None
+    if not r.get("warmup"):
+        try:
+            pressure = json.load(open(f"{out}/{system}-{rnd}.pressure.json"))
+        except (OSError, ValueError):
+            pass
+
+    def at(key, second):
+        values = pressure[key] if pressure else []
+        return values[second - 1] if second - 1 < len(values) else None
+
     seconds = r.get("timeline", [])[: int(r["duration_s"])]
     lines = []
-    if pressure:
-        cpu = [pressure["cpu_some"][s["t"] - 1] for s in seconds
-               if s["t"] - 1 < len(pressure["cpu_some"])]
-        if cpu:
-            lines.append(f"round {rnd}: cpu some, median of the sending seconds: "
-                         f"{statistics.median(cpu):.0f} ms/s")
+    cpu = [v for v in (at("cpu_some", s["t"]) for s in seconds) if v is not None]
+    if cpu:
+        lines.append(f"round {rnd}: cpu some, median of the sending seconds: "
+                     f"{statistics.median(cpu):.0f} ms/s")
     for s in seconds:
         if s["accept_p99_ms"] <= 50:
             continue
         line = f"round {rnd}: second {s['t']}: accept p99 {s['accept_p99_ms']:.0f} ms"
-        i = s["t"] - 1
-        if pressure and i < len(pressure["io_full"]):
-            line += (f", io full {pressure['io_full'][i]:.0f} ms,"
-                     f" cpu some {pressure['cpu_some'][i]:.0f} ms")
+        if at("io_full", s["t"]) is not None:
+            line += (f", io full {at('io_full', s['t']):.0f} ms,"
+                     f" cpu some {at('cpu_some', s['t']):.0f} ms")
         lines.append(line)
     return lines
 
@@ -143,7 +148,7 @@ for s in systems:
                       f"by {r.get('completed_s', 0):.1f}s (drain end {r['duration_s'] + r['drain_s']:.1f}s), cpu s " +
                       " ".join(f"{k}={v:.1f}" for k, v in sorted(c.items())) +
                       f", wall {p['wall_s']:.1f}s, load {p['loadavg_before']} -> {p['loadavg_after']}")
-        detail.extend(slow_seconds(rnd, r))
+        detail.extend(slow_seconds(s, rnd, r))
     for line in detail:
         print(f"    {line}")
 print("(end-to-end/s: completed / time from the start to the last completion. Completed: Herald = delivered on the")

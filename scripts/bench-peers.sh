@@ -23,7 +23,8 @@
 # /proc/<pid>/stat, before and after), the load average before and after,
 # and each second's CPU and disk pressure (scripts/bench-pressure.py: the
 # summary names the seconds whose accept p99 passed 50 ms and whether the
-# disk stalled everything in them).
+# disk stalled everything in them; without PEERS_WARMUP, as the pressure
+# is counted from the generator's start).
 # At the end: the median (min-max) table, the ratios, and a latency-over-time
 # plot (scripts/bench-plot.py, matplotlib) of the first round.
 #
