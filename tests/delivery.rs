@@ -180,6 +180,54 @@ async fn a_dropped_bind_is_restarted_and_every_message_still_goes_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_lost_under_a_running_herald_come_back_and_nothing_is_lost() {
+    const N: usize = 200;
+    let (sim, env, key, herald) = with_sim(
+        Behaviour {
+            latency_ms: 1,
+            ..Default::default()
+        },
+        1000.0,
+        1,
+    )
+    .await;
+    send_many(&herald, &key, "before", N, "+250788123456").await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            received(&sim, "before").len() == N
+        })
+        .await
+    );
+
+    // As a broker reset would leave it: every exchange and queue of this
+    // Herald gone, the carrier's and the webhooks' too.
+    let broker = env.broker();
+    broker.delete_carriers(&[("sim", 8)]).await.unwrap();
+    broker
+        .delete_webhooks(common::WEBHOOK_DELAY_QUEUES)
+        .await
+        .unwrap();
+    broker.teardown().await.unwrap();
+
+    // Herald declares it all again when it reconnects; meanwhile a publish
+    // no queue would take comes back and is published again, not dropped.
+    send_many(&herald, &key, "after", N, "+250788123456").await;
+    let all = eventually(Duration::from_secs(60), || async {
+        received(&sim, "after").len() == N
+    })
+    .await;
+    let c = received(&sim, "after");
+    assert!(
+        all,
+        "only {} of {N} accepted after the reset reached the SMSC; log:\n{}",
+        c.len(),
+        herald.log()
+    );
+    let twice = c.values().filter(|n| **n > 1).count();
+    eprintln!("{N} of {N} after the reset; {twice} submitted twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_actor_is_back_within_the_health_interval_and_nothing_is_lost() {
     let (sim, _env, key, herald) = with_sim(Behaviour::default(), 1000.0, 1).await;
 

@@ -269,7 +269,7 @@ impl Broker {
         tx: &mpsc::Sender<Incoming>,
     ) -> Result<(), BrokerError> {
         let channel = self.consuming_channel().await?;
-        self.inner.topology.declare(&channel).await?;
+        self.declare_all(&channel).await?;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;

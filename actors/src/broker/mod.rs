@@ -6,12 +6,20 @@
 //! operation drops the connection, and the next operation reconnects (at most
 //! once per [`RECONNECT_BACKOFF`], so a dead broker costs callers one fast
 //! error rather than one timeout each). The topology is declared, idempotently,
-//! on every new connection.
+//! on every new connection and consuming channel: the fixed exchanges and
+//! queues, and every carrier's and the webhooks' queues declared through
+//! this handle, so a queue lost under a running Herald (deleted, or a broker
+//! reset) comes back at the next reconnect.
+//!
+//! Every publish is `mandatory`: a message that no queue would take comes
+//! back from the broker, and its batch fails (and is published again later)
+//! instead of being confirmed and dropped.
 
 mod consumer;
 mod topology;
 mod webhooks;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +50,11 @@ pub enum BrokerError {
     Operation(#[from] lapin::Error),
     #[error("broker refused the message (nack)")]
     Nacked,
+    #[error("no queue takes messages sent to exchange {exchange:?} with key {routing_key:?}")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
     #[error("broker operation timed out")]
     Timeout,
 }
@@ -102,6 +115,17 @@ struct Inner {
     /// Millis since `epoch` of the last failed connection attempt (0: none).
     last_failure_ms: AtomicU64,
     epoch: Instant,
+    /// Queues declared through this handle beyond the fixed topology,
+    /// declared again with it on every new connection.
+    declared: std::sync::Mutex<Declared>,
+}
+
+/// The queues a handle declared on demand: each carrier's retry delays, and
+/// the webhooks' delay queues (`None`: not declared).
+#[derive(Debug, Default, Clone)]
+struct Declared {
+    carriers: BTreeMap<String, Vec<u64>>,
+    webhooks: Option<Vec<u64>>,
 }
 
 /// A shared handle on the broker. Cheap to clone.
@@ -123,6 +147,7 @@ impl Broker {
                 consuming: Mutex::new(None),
                 last_failure_ms: AtomicU64::new(0),
                 epoch: Instant::now(),
+                declared: std::sync::Mutex::new(Declared::default()),
             }),
         }
     }
@@ -192,7 +217,7 @@ impl Broker {
         let connection =
             Connection::connect(&self.inner.config.url, ConnectionProperties::default()).await?;
         let setup = connection.create_channel().await?;
-        self.inner.topology.declare(&setup).await?;
+        self.declare_all(&setup).await?;
         let _ = setup.close(200, "topology declared".into()).await;
         let publish = connection.create_channel().await?;
         publish
@@ -249,6 +274,30 @@ impl Broker {
         result
     }
 
+    /// The fixed topology and every queue declared on demand through this
+    /// handle, on `channel`.
+    async fn declare_all(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let topology = &self.inner.topology;
+        topology.declare(channel).await?;
+        let declared = self.declared().clone();
+        for (carrier, delays_ms) in &declared.carriers {
+            topology
+                .declare_carrier(channel, carrier, delays_ms)
+                .await?;
+        }
+        if let Some(delays_ms) = &declared.webhooks {
+            topology.declare_webhooks(channel, delays_ms).await?;
+        }
+        Ok(())
+    }
+
+    fn declared(&self) -> std::sync::MutexGuard<'_, Declared> {
+        self.inner
+            .declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn publish_on(channel: &Channel, batch: &[Outgoing]) -> Result<(), BrokerError> {
         let mut confirms = Vec::with_capacity(batch.len());
         for m in batch {
@@ -260,16 +309,26 @@ impl Broker {
                 .basic_publish(
                     m.exchange.as_str().into(),
                     m.routing_key.as_str().into(),
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     &m.body,
                     properties,
                 )
                 .await?;
             confirms.push(confirm);
         }
-        for confirmation in join_all(confirms).await {
-            if confirmation?.is_nack() {
+        for (m, confirmation) in batch.iter().zip(join_all(confirms).await) {
+            let confirmation = confirmation?;
+            if confirmation.is_nack() {
                 return Err(BrokerError::Nacked);
+            }
+            if confirmation.take_message().is_some() {
+                return Err(BrokerError::Unroutable {
+                    exchange: m.exchange.clone(),
+                    routing_key: m.routing_key.clone(),
+                });
             }
         }
         Ok(())
@@ -338,6 +397,9 @@ impl Broker {
         carrier: &str,
         delays_ms: &[u64],
     ) -> Result<(), BrokerError> {
+        self.declared()
+            .carriers
+            .insert(carrier.to_owned(), delays_ms.to_vec());
         let connection = self.inner_connection().await?;
         let channel = connection.create_channel().await?;
         let result = self
@@ -351,6 +413,9 @@ impl Broker {
 
     /// Delete carriers' queues and delay queues (tests, resets).
     pub async fn delete_carriers(&self, carriers: &[(&str, usize)]) -> Result<(), BrokerError> {
+        for (carrier, _) in carriers {
+            self.declared().carriers.remove(*carrier);
+        }
         let connection = self.inner_connection().await?;
         let channel = connection.create_channel().await?;
         for (carrier, tiers) in carriers {

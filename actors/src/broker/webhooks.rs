@@ -6,6 +6,7 @@
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::Channel;
 
 use super::{quorum_args, Broker, BrokerError, Topology};
 
@@ -21,14 +22,15 @@ impl Topology {
     }
 }
 
-impl Broker {
-    /// Declare the webhooks queue and one delay queue per distinct delay
-    /// (idempotent).
-    pub async fn declare_webhooks(&self, delays_ms: &[u64]) -> Result<(), BrokerError> {
-        let connection = self.inner_connection().await?;
-        let channel = connection.create_channel().await?;
-        let topology = self.topology();
-        let main = topology.webhooks_queue();
+impl Topology {
+    /// Declare the webhooks queue and one delay queue per distinct delay on
+    /// `channel` (idempotent).
+    pub async fn declare_webhooks(
+        &self,
+        channel: &Channel,
+        delays_ms: &[u64],
+    ) -> Result<(), lapin::Error> {
+        let main = self.webhooks_queue();
         let durable = QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -52,18 +54,31 @@ impl Broker {
             );
             channel
                 .queue_declare(
-                    topology.webhooks_delay_queue(*delay).as_str().into(),
+                    self.webhooks_delay_queue(*delay).as_str().into(),
                     durable,
                     args,
                 )
                 .await?;
         }
-        let _ = connection.close(200, "declared".into()).await;
         Ok(())
+    }
+}
+
+impl Broker {
+    /// Declare the webhooks queue and one delay queue per distinct delay
+    /// (idempotent); declared again on every reconnect.
+    pub async fn declare_webhooks(&self, delays_ms: &[u64]) -> Result<(), BrokerError> {
+        self.declared().webhooks = Some(delays_ms.to_vec());
+        let connection = self.inner_connection().await?;
+        let channel = connection.create_channel().await?;
+        let result = self.topology().declare_webhooks(&channel, delays_ms).await;
+        let _ = connection.close(200, "declared".into()).await;
+        result.map_err(Into::into)
     }
 
     /// Delete the webhooks queue and these delay queues (tests, resets).
     pub async fn delete_webhooks(&self, delays_ms: &[u64]) -> Result<(), BrokerError> {
+        self.declared().webhooks = None;
         let connection = self.inner_connection().await?;
         let channel = connection.create_channel().await?;
         let mut names = vec![self.topology().webhooks_queue()];
