@@ -38,6 +38,10 @@ fn demo_env() -> TestEnv {
     let mut env = TestEnv::new();
     env.set("HERALD_PROFILE", "dev");
     env.carrier_ids = DEMO_CARRIERS.iter().map(|c| c.to_string()).collect();
+    // The dev profile's webhook delay queues, so the environment deletes them.
+    let dev = herald::config::Config::load(&common::manifest_dir().join("config"), "dev")
+        .expect("the dev profile loads");
+    env.webhook_delays = herald::webhooks::Settings::from(&dev.webhooks).delay_queues_ms();
     env
 }
 

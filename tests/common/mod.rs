@@ -32,6 +32,9 @@ pub struct TestEnv {
     pub vars: HashMap<String, String>,
     /// Carrier queues to delete at the end.
     pub carrier_ids: Vec<String>,
+    /// Webhook delay queues (ms) to delete at the end: the test profile's,
+    /// unless the environment runs another.
+    pub webhook_delays: Vec<u64>,
 }
 
 impl TestEnv {
@@ -52,6 +55,7 @@ impl TestEnv {
             name,
             vars,
             carrier_ids: Vec::new(),
+            webhook_delays: WEBHOOK_DELAY_QUEUES.to_vec(),
         }
     }
 
@@ -155,6 +159,7 @@ impl Drop for TestEnv {
         let name = self.name.clone();
         let broker = self.broker();
         let carriers = self.carrier_ids.clone();
+        let webhook_delays = self.webhook_delays.clone();
         let redis_url = REDIS.to_owned();
         // Clean up on a runtime of our own: Drop may run inside or outside one.
         let _ = std::thread::spawn(move || {
@@ -165,7 +170,7 @@ impl Drop for TestEnv {
             rt.block_on(async move {
                 let ids: Vec<(&str, usize)> = carriers.iter().map(|c| (c.as_str(), 8)).collect(); // every retry tier a test carrier can have
                 let _ = broker.delete_carriers(&ids).await;
-                let _ = broker.delete_webhooks(WEBHOOK_DELAY_QUEUES).await;
+                let _ = broker.delete_webhooks(&webhook_delays).await;
                 let _ = broker.teardown().await;
                 if let Ok((client, conn)) =
                     tokio_postgres::connect(&format!("{PG}/postgres"), tokio_postgres::NoTls).await
