@@ -20,9 +20,7 @@ impl Topology {
     pub fn webhooks_delay_queue(&self, delay_ms: u64) -> String {
         format!("{}.webhooks.delay.{delay_ms}", self.prefix())
     }
-}
 
-impl Topology {
     /// Declare the webhooks queue and one delay queue per distinct delay on
     /// `channel` (idempotent).
     pub async fn declare_webhooks(
