@@ -201,13 +201,7 @@ async fn queues_lost_under_a_running_herald_come_back_and_nothing_is_lost() {
 
     // As a broker reset would leave it: every exchange and queue of this
     // Herald gone, the carrier's and the webhooks' too.
-    let broker = env.broker();
-    broker.delete_carriers(&[("sim", 8)]).await.unwrap();
-    broker
-        .delete_webhooks(common::WEBHOOK_DELAY_QUEUES)
-        .await
-        .unwrap();
-    broker.teardown().await.unwrap();
+    env.delete_topology().await.unwrap();
 
     // Herald declares it all again when it reconnects; meanwhile a publish
     // no queue would take comes back and is published again, not dropped.

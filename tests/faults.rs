@@ -35,6 +35,22 @@ async fn unpublished(env: &TestEnv) -> i64 {
         .get(0)
 }
 
+/// A broker handle with the environment's names, connecting through `proxy`.
+fn broker_through(
+    env: &TestEnv,
+    proxy: &Proxy,
+    timeout: Duration,
+    confirm_timeout: Duration,
+) -> herald_actors::broker::Broker {
+    herald_actors::broker::Broker::new(herald_actors::broker::BrokerConfig {
+        url: format!("amqp://guest:guest@{}/%2f", proxy.addr),
+        prefix: env.name.clone(),
+        shards: common::SHARDS,
+        timeout,
+        confirm_timeout,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_unreachable_then_back_publishes_every_message_once() {
     let env = TestEnv::new();
@@ -277,17 +293,16 @@ async fn sigterm_during_load_loses_no_accepted_message() {
 /// that turned into a loop of reconnects in which little was published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_broker_is_waited_for_not_reconnected() {
-    use herald_actors::broker::{Broker, BrokerConfig, Outgoing};
+    use herald_actors::broker::Outgoing;
 
     let env = TestEnv::new();
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let broker = Broker::new(BrokerConfig {
-        url: format!("amqp://guest:guest@{}/%2f", proxy.addr),
-        prefix: env.name.clone(),
-        shards: common::SHARDS,
-        timeout: Duration::from_millis(500),
-        confirm_timeout: Duration::from_secs(10),
-    });
+    let broker = broker_through(
+        &env,
+        &proxy,
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+    );
     broker.ensure_connected().await.expect("connects");
     let batch: Vec<Outgoing> = (0..20)
         .map(|i| Outgoing {
@@ -322,6 +337,54 @@ async fn a_slow_broker_is_waited_for_not_reconnected() {
             .unwrap()
             .len(),
         40
+    );
+}
+
+/// A message no queue takes is not confirmed as published: its batch
+/// fails, the handle declares its queues again on the same connection, and
+/// the retry is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_no_queue_takes_fails_and_its_retry_finds_the_queue_again() {
+    use herald_actors::broker::{BrokerError, Outgoing};
+
+    let mut env = TestEnv::new();
+    env.carrier_ids.push("gone".into());
+    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let broker = broker_through(
+        &env,
+        &proxy,
+        Duration::from_secs(5),
+        Duration::from_secs(15),
+    );
+    broker.ensure_connected().await.expect("connects");
+    broker.declare_carrier("gone", &[]).await.expect("declares");
+    let batch = [Outgoing {
+        exchange: broker.topology().carrier_exchange(),
+        routing_key: "gone".into(),
+        body: b"{}".to_vec(),
+        priority: 0,
+    }];
+    broker.publish_confirmed(&batch).await.expect("publishes");
+    let connections = proxy.connections();
+
+    // The carrier's queue deleted behind the handle's back.
+    let other = env.broker();
+    other.delete_carriers(&[("gone", 0)]).await.unwrap();
+    let err = broker
+        .publish_confirmed(&batch)
+        .await
+        .expect_err("no queue takes it");
+    assert!(matches!(err, BrokerError::Unroutable { .. }), "{err}");
+    broker
+        .publish_confirmed(&batch)
+        .await
+        .expect("the queue is back, and the retry is queued");
+    let queue = broker.topology().carrier_queue("gone");
+    assert_eq!(other.drain(&queue).await.unwrap().len(), 1);
+    assert_eq!(
+        proxy.connections(),
+        connections,
+        "the connection was dropped"
     );
 }
 

@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use herald_actors::broker::{Broker, BrokerConfig};
+use herald_actors::broker::{Broker, BrokerConfig, BrokerError};
 
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -85,6 +85,12 @@ impl TestEnv {
             .env_remove("RUST_LOG")
             .envs(&self.vars);
         cmd
+    }
+
+    /// Delete every exchange and queue of this environment, as a broker
+    /// reset would leave it (and as its end does).
+    pub async fn delete_topology(&self) -> Result<(), BrokerError> {
+        delete_topology(&self.broker(), &self.carrier_ids, &self.webhook_delays).await
     }
 
     /// `herald tenant create`, returning (id, api key).
@@ -168,10 +174,7 @@ impl Drop for TestEnv {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let ids: Vec<(&str, usize)> = carriers.iter().map(|c| (c.as_str(), 8)).collect(); // every retry tier a test carrier can have
-                let _ = broker.delete_carriers(&ids).await;
-                let _ = broker.delete_webhooks(&webhook_delays).await;
-                let _ = broker.teardown().await;
+                let _ = delete_topology(&broker, &carriers, &webhook_delays).await;
                 if let Ok((client, conn)) =
                     tokio_postgres::connect(&format!("{PG}/postgres"), tokio_postgres::NoTls).await
                 {
@@ -197,6 +200,22 @@ impl Drop for TestEnv {
         })
         .join();
     }
+}
+
+/// Delete the carriers' queues, the webhooks' queues and the fixed
+/// topology; each step runs whatever the one before did, and the first
+/// error is returned.
+async fn delete_topology(
+    broker: &Broker,
+    carriers: &[String],
+    webhook_delays: &[u64],
+) -> Result<(), BrokerError> {
+    // Every retry tier a test carrier can have.
+    let ids: Vec<(&str, usize)> = carriers.iter().map(|c| (c.as_str(), 8)).collect();
+    let carriers = broker.delete_carriers(&ids).await;
+    let webhooks = broker.delete_webhooks(webhook_delays).await;
+    let fixed = broker.teardown().await;
+    carriers.and(webhooks).and(fixed)
 }
 
 /// A running `herald serve`; killed when dropped.

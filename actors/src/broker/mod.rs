@@ -13,7 +13,8 @@
 //!
 //! Every publish is `mandatory`: a message that no queue would take comes
 //! back from the broker, and its batch fails (and is published again later)
-//! instead of being confirmed and dropped.
+//! instead of being confirmed and dropped; the topology is then declared
+//! again on the same connection.
 
 mod consumer;
 mod topology;
@@ -269,9 +270,41 @@ impl Broker {
                     crate::telemetry::published(&run[0].exchange, run.len() as u64);
                 }
             }
+            // The link is fine, a queue is gone: declare it again on this
+            // connection, without the reconnect and back-off of a failure
+            // that every other publisher would wait out.
+            Err(BrokerError::Unroutable { .. }) => self.redeclare().await,
             Err(_) => self.invalidate().await,
         }
         result
+    }
+
+    /// Declare the whole topology again on the open connection; when that
+    /// fails, drop the connection as after any failure.
+    async fn redeclare(&self) {
+        let channel = {
+            let link = self.inner.link.lock().await;
+            match link.as_ref() {
+                Some(l) => {
+                    tokio::time::timeout(self.inner.config.timeout, l.connection.create_channel())
+                        .await
+                }
+                None => return,
+            }
+        };
+        let declared = match channel {
+            Ok(Ok(channel)) => {
+                let declared =
+                    tokio::time::timeout(self.inner.config.timeout, self.declare_all(&channel))
+                        .await;
+                let _ = channel.close(200, "topology declared".into()).await;
+                matches!(declared, Ok(Ok(())))
+            }
+            _ => false,
+        };
+        if !declared {
+            self.invalidate().await;
+        }
     }
 
     /// The fixed topology and every queue declared on demand through this
